@@ -17,7 +17,7 @@ SIZES = {"train": 5, "valid": 3, "test": 4}
 L = 6
 
 
-def mmsa_split(n: int, rng, *, aligned: bool, da=5, dv=20) -> dict:
+def mmsa_split(n: int, rng, *, aligned: bool, da=5, dv=20, split="train") -> dict:
     la, lv = (L, L) if aligned else (9, 7)
     mask_len = rng.integers(2, L + 1, size=n)
     bert = np.zeros((n, 3, L))
@@ -32,13 +32,14 @@ def mmsa_split(n: int, rng, *, aligned: bool, da=5, dv=20) -> dict:
     audio[0, 0, :2] = -np.inf  # COVAREP's log energy of silence
     d = {
         "raw_text": np.array([f"utterance {i}" for i in range(n)]),
-        "id": np.array([f"vid{i}$_${i}" for i in range(n)]),
+        "id": np.array([f"{split}vid{i}$_${i}" for i in range(n)]),  # ids are unique across splits
         "text": rng.standard_normal((n, L, 768)).astype(np.float32),
         "text_bert": bert,
         "audio": audio,
         "vision": vision,
         "regression_labels": rng.uniform(-3, 3, size=n).astype(np.float32),
     }
+    d["regression_labels"][:2] = [-1.5, 1.5]  # both signs in every split (scorable)
     if not aligned:
         d["audio_lengths"] = rng.integers(1, la + 1, size=n)
         d["vision_lengths"] = rng.integers(1, lv + 1, size=n)
@@ -47,7 +48,7 @@ def mmsa_split(n: int, rng, *, aligned: bool, da=5, dv=20) -> dict:
 
 def mmsa_data(aligned=True, **kw) -> dict:
     rng = np.random.default_rng(0)
-    return {s: mmsa_split(n, rng, aligned=aligned, **kw) for s, n in SIZES.items()}
+    return {s: mmsa_split(n, rng, aligned=aligned, split=s, **kw) for s, n in SIZES.items()}
 
 
 def padded(rng, n, length, dim):
@@ -73,11 +74,13 @@ def mult_data(dataset="mosi", sizes=SIZES) -> tuple[dict, dict]:
         d = {"text": text, "audio": audio, "vision": vision}
         if dataset == "iemocap":
             pos = rng.integers(0, 2, size=(n, 4))
+            pos[0], pos[1] = 0, 1  # both classes of every emotion in every split (scorable)
             d["labels"] = np.eye(2, dtype=np.float32)[pos]  # (N, 4, 2) one-hot
             lens[split] = {"pos": pos}
         else:
             d["labels"] = rng.uniform(-3, 3, size=(n, 1, 1)).astype(np.float32)
-            d["id"] = np.array([[f"v{i}".encode(), b"0.0", b"1.5"] for i in range(n)])
+            d["labels"][:2, 0, 0] = [-1.5, 1.5]  # both signs in every split (scorable)
+            d["id"] = np.array([[f"{split}v{i}".encode(), b"0.0", b"1.5"] for i in range(n)])
             lens[split] = {}
         lens[split].update(text=lt, audio=la, vision=lv)
         data[split] = d
@@ -145,7 +148,7 @@ def test_mmsa_aligned(tmp_path, caplog):
             assert lens.dtype == np.int64 and np.array_equal(lens, mask_len)
         assert s.labels.dtype == np.float32 and s.labels.shape == (n,)
         assert np.allclose(s.labels, r["regression_labels"])
-        assert s.ids == [f"vid{i}$_${i}" for i in range(n)] and all(type(i) is str for i in s.ids)
+        assert s.ids == [f"{split}vid{i}$_${i}" for i in range(n)] and all(type(i) is str for i in s.ids)
         assert s.raw_text == [f"utterance {i}" for i in range(n)]
         assert np.array_equal(s.extra["text_bert"], r["text_bert"].astype(np.int64))
     assert out["train"].audio[0, 0, 0] == 0.0
@@ -303,7 +306,7 @@ def test_mult_mosi(tmp_path, caplog):
             assert got.dtype == np.int64 and (got == raw[split][m].shape[1]).all(), (split, m)
             want = np.where(np.isfinite(raw[split][m]), raw[split][m], 0)
             np.testing.assert_array_equal(getattr(s, m), want)  # front padding kept in place
-        assert s.ids[1] == "v1_0.0_1.5"
+        assert s.ids[1] == f"{split}v1_0.0_1.5"
         assert np.isfinite(s.audio).all() and np.isfinite(s.vision).all()
     assert out["train"].audio[0, -1, 0] == 0 and out["train"].vision[0, -1, 1] == 0
     assert any("train/vision: 1 non-finite" in m for m in caplog.messages)

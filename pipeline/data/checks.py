@@ -23,7 +23,7 @@ import logging
 
 import numpy as np
 
-from pipeline.data.schema import SPLITS, PaddedSplit
+from pipeline.data.schema import IEMOCAP_EMOTIONS, SPLITS, PaddedSplit
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def to_float32(a: np.ndarray, where: str) -> np.ndarray:
 def modality_keys(p: PaddedSplit) -> dict[str, str]:
     """Modality -> the source's key its lengths come from (for messages)."""
     mods = ("text", "audio", "vision") if p.text is not None else ("audio", "vision")
-    return {m: p.length_keys.get(m, f"{m}_len") for m in mods}
+    return {m: p.length_keys.get(m, f"{m}_len") for m in mods}  # "label" names the label key
 
 
 def cut(p: PaddedSplit, max_len: dict[str, int | None]) -> dict[str, int]:
@@ -116,18 +116,21 @@ def _check_scorable(source: str, split: str, p: PaddedSplit, task: str) -> None:
     if split == "train":
         return
     y = np.asarray(p.labels)
+    key = p.length_keys.get("label", "label")
+    where = f"{source}: split '{split}': key '{key}'"
     if task == "regression":
         if np.all(y == y[0]):
-            raise DataError(f"{source}: split '{split}': every label is {y[0]:g}; Corr (Pearson) "
-                            "is undefined on constant labels")
+            raise DataError(f"{where} is constant ({y[0]:g}) over {n} utterances; Corr (Pearson) is "
+                            "undefined on constant labels")
         if not (y < 0).any() or not (y > 0).any():
-            raise DataError(f"{source}: split '{split}': labels have no {'negative' if not (y < 0).any() else 'positive'} "
-                            f"score among {n}; Acc-2 and F1 (negative vs positive) need both")
+            raise DataError(f"{where} has no {'negative' if not (y < 0).any() else 'positive'} score "
+                            f"among {n}; Acc-2 and F1 (negative vs positive) need both")
     else:
         for k in range(y.shape[1]):
             if len(np.unique(y[:, k])) < 2:
-                raise DataError(f"{source}: split '{split}': key 'labels' emotion {k} has only class "
-                                f"{int(y[0, k])} in {n} utterances; its F1 and weighted accuracy need both")
+                name = IEMOCAP_EMOTIONS[k] if k < len(IEMOCAP_EMOTIONS) else k
+                raise DataError(f"{where} emotion {k} ({name}) has only class {int(y[0, k])} in {n} "
+                                "utterances; its F1 and weighted accuracy need both classes")
 
 
 def check_splits(source: str, splits: dict[str, PaddedSplit], task: str,
@@ -155,9 +158,10 @@ def check_splits(source: str, splits: dict[str, PaddedSplit], task: str,
             da, db = set(digests[a]), set(digests[b])
             same = da & db
             if same and (same == da or same == db):
-                small, big = (a, b) if same == da else (b, a)
+                small, big = (b, a) if same == db else (a, b)  # the later split is the copy
                 raise DataError(f"{source}: split '{small}' is a copy of split '{big}': all {len(set(digests[small]))} "
-                                "distinct utterances (features, raw text, label) appear in both")
+                                "distinct utterances appear in both (same values in the keys of every "
+                                "modality, the raw text and the label; ids aside)")
             if same:
                 log.warning("%s: splits '%s' and '%s': %d utterance(s) with identical features, text and "
                             "label in both", source, a, b, len(same))

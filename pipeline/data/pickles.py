@@ -294,7 +294,7 @@ def load_mmsa(path, dataset: str, sha256: str | None, allow_unverified: bool,
         out[split] = PaddedSplit(ids=ids, audio=audio, audio_len=audio_len, vision=vision,
                                  vision_len=vision_len, labels=labels, raw_text=raw_text, text=text,
                                  text_len=text_len, extra={"text_bert": bert.astype(np.int64)},
-                                 length_keys=keys)
+                                 length_keys=keys | {"label": "regression_labels"})
     _check_sizes(path, dataset, out)
     return out
 
@@ -365,7 +365,8 @@ def load_mult(path, dataset: str, sha256: str | None, allow_unverified: bool,
         out[split] = PaddedSplit(ids=ids, audio=audio, audio_len=full["audio"], vision=vision,
                                  vision_len=full["vision"], labels=labels, raw_text=None,
                                  text=text, text_len=full["text"],
-                                 length_keys={m: f"{m} (steps; MulT keeps no lengths)" for m in full})
+                                 length_keys={m: f"{m} (steps; MulT keeps no lengths)" for m in full}
+                                 | {"label": "labels"})
     _check_sizes(path, dataset, out)
     return out
 
