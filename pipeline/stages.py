@@ -240,7 +240,6 @@ def embed(cfg: Config, dataset: str) -> Path:
         f.attrs["dataset"] = dataset
         f.attrs["synthetic"] = bool(attrs.get("synthetic"))
         f.attrs["store_sha256"] = sha256_file(store)
-        f.attrs["store_content_sha256"] = attrs.get("content_sha256", "")
         enc = None
         if have_words and (not own or cfg.text.finetune):
             from pipeline.features.text import encode_words, load_text_encoder, tokenize_for_finetuning
