@@ -60,15 +60,17 @@ def padded(rng, n, length, dim):
     return a, lens
 
 
-def mult_data(dataset="mosi", sizes=SIZES) -> tuple[dict, dict]:
-    """A MulT pickle and the true lengths of each split's modalities."""
+def mult_data(dataset="mosi", sizes=SIZES, aligned=False) -> tuple[dict, dict]:
+    """A MulT pickle (aligned: one number of steps for all three, as iemocap_data.pkl; else text 6,
+    audio 8, vision 7 steps, as a *_noalign.pkl) and the true lengths of each split's modalities."""
+    la, lv = (L, L) if aligned else (8, 7)
     rng = np.random.default_rng(1)
     da, dv = (5, 20) if dataset == "mosi" else (74, 35)
     data, lens = {}, {}
     for split, n in sizes.items():
         text, lt = padded(rng, n, L, 300)
-        audio, la = padded(rng, n, 8, da)
-        vision, lv = padded(rng, n, 7, dv)
+        audio, la_ = padded(rng, n, la, da)
+        vision, lv_ = padded(rng, n, lv, dv)
         audio[0, -1, 0] = -np.inf
         vision[0, -1, 1] = np.nan
         d = {"text": text, "audio": audio, "vision": vision}
@@ -82,7 +84,7 @@ def mult_data(dataset="mosi", sizes=SIZES) -> tuple[dict, dict]:
             d["labels"][:2, 0, 0] = [-1.5, 1.5]  # both signs in every split (scorable)
             d["id"] = np.array([[f"{split}v{i}".encode(), b"0.0", b"1.5"] for i in range(n)])
             lens[split] = {}
-        lens[split].update(text=lt, audio=la, vision=lv)
+        lens[split].update(text=lt, audio=la_, vision=lv_)
         data[split] = d
     return data, lens
 
