@@ -29,15 +29,30 @@ def _range(lo=None, hi=None, **kw):
 
 
 @dataclass
+class PerModality:
+    """One optional size per modality (null: take it from the source)."""
+
+    text: int | None = _range(1, default=None)
+    audio: int | None = _range(1, default=None)
+    vision: int | None = _range(1, default=None)
+
+
+@dataclass
 class DatasetConfig:
     """Where one dataset comes from. `synthetic` runs anywhere; the others are real data."""
 
     source: Literal["synthetic", "cmu", "mmsa", "mult"] = "synthetic"
-    path: str | None = None  # mmsa / mult pickle (IEMOCAP: the user's licensed copy)
+    # mmsa / mult: your pickle; cmu: a folder of .csd files (null: download from cmu_base_url).
+    # Must lie under data/user/<dataset>/, the folder DVC hashes (README "Your real data").
+    path: str | None = None
     sha256: str | None = None  # a pickle is read only when this matches ...
     allow_unverified_pickle: bool = False  # ... or when the user opts in explicitly
     cmu_base_url: str = CMU_SERVER  # tests point this at a server on 127.0.0.1
     synthetic_scale: float | None = _range(0.001, 1.0, default=None)  # overrides synthetic.scale
+    # pickles: steps kept per modality (null: the file's own padded length, nothing is cut)
+    max_len: PerModality = field(default_factory=PerModality)
+    # expected feature sizes (null: whatever the file holds); a mismatch stops `align`
+    dims: PerModality = field(default_factory=PerModality)
 
 
 @dataclass
@@ -62,7 +77,11 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    seq_len: int = _range(1, 512, default=50)  # words per utterance, as MMSA
+    # words per utterance for the word-level sources (synthetic, cmu) and for the text encoder
+    # reading raw words (embed stage); pickles keep their own lengths (data.<ds>.max_len)
+    seq_len: int = _range(1, 512, default=50)
+    # align refuses a split where more than this fraction of utterances has an empty modality
+    max_empty_fraction: float = _range(0.0, 1.0, default=0.1)
     mosi: DatasetConfig = field(default_factory=DatasetConfig)
     mosei: DatasetConfig = field(default_factory=DatasetConfig)
     iemocap: DatasetConfig = field(default_factory=DatasetConfig)

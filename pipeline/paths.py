@@ -7,6 +7,11 @@ DATA = Path("data")
 REPORTS = Path("reports")
 
 
+def user_dir(dataset: str) -> Path:
+    """Where a user's own files for a dataset live (pickle, .csd folder): a DVC dependency."""
+    return DATA / "user" / dataset
+
+
 def raw_dir(dataset: str) -> Path:
     return DATA / "raw" / dataset
 

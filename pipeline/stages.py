@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import h5py
@@ -11,11 +12,12 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.config import Config, as_dict
-from pipeline.data import synthetic
+from pipeline.data import checks, synthetic
 from pipeline.data.download import sha256_file
 from pipeline.data.schema import SPLITS, pad_utterances
-from pipeline.data.store import atomic_path, open_store, read_attrs, read_strings, write_store
-from pipeline.errors import DataError
+from pipeline.data.store import (atomic_path, content_digest, open_store, read_attrs, read_strings,
+                                  write_store)
+from pipeline.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,11 @@ SOURCE_FILE = "source.json"  # written last by `download`: the raw folder is com
 # ------------------------------------------------------------------ download
 
 def download(cfg: Config, dataset: str) -> Path:
-    """Bring a dataset's raw inputs into data/raw/<dataset>/ and record where they came from."""
+    """Bring a dataset's raw inputs into data/raw/<dataset>/ and record where they came from.
+
+    A user's file (pickle, folder of .csd files) stays under data/user/<dataset>/, which DVC
+    hashes as a dependency of this stage; source.json records its sha256, so `align` reruns
+    when it changes and refuses a file that changed after this stage."""
     dcfg = cfg.dataset(dataset)
     out = paths.raw_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)
@@ -46,13 +52,21 @@ def download(cfg: Config, dataset: str) -> Path:
                                             "params": json.dumps(as_dict(cfg.synthetic))})
         info["files"] = {target.name: sha256_file(target)}
         info["params"] = as_dict(cfg.synthetic)
+    elif dcfg.source == "cmu" and dcfg.path:
+        from pipeline.data.download import check_csd, local_cmu_files
+        folder = user_path(dataset, dcfg, folder=True)
+        files = local_cmu_files(dataset, folder)
+        for p in files.values():
+            check_csd(p, delete=False)
+        info["local"] = {k: str(p) for k, p in files.items()}
+        info["files"] = {str(p): sha256_file(p) for p in files.values()}
     elif dcfg.source == "cmu":
         from pipeline.data.download import download_cmu
         files = download_cmu(dataset, dcfg.cmu_base_url, out)
         info["files"] = {str(Path(p).relative_to(out)): sha256_file(p) for p in files.values()}
         info["base_url"] = dcfg.cmu_base_url
     else:  # mmsa / mult pickles stay where the user keeps them; align reads them after checks
-        path = _user_pickle(dataset, dcfg)
+        path = user_path(dataset, dcfg)
         info["files"] = {str(path): sha256_file(path)}
         if dcfg.sha256 and info["files"][str(path)] != dcfg.sha256.lower():
             raise DataError(f"{path}: sha256 {info['files'][str(path)]} does not match "
@@ -62,7 +76,9 @@ def download(cfg: Config, dataset: str) -> Path:
     return out
 
 
-def _user_pickle(dataset: str, dcfg) -> Path:
+def user_path(dataset: str, dcfg, folder: bool = False) -> Path:
+    """data.<dataset>.path, checked: it exists and lies under data/user/<dataset>/ (the folder
+    dvc.yaml lists as a dependency: a file elsewhere could change without DVC noticing)."""
     from pipeline.data.pickles import IEMOCAP_HELP
     if dataset == "iemocap" and (not dcfg.path or not Path(dcfg.path).expanduser().is_file()):
         raise DataError(f"{dcfg.path or 'data.iemocap.path is empty'}: IEMOCAP file not found "
@@ -71,15 +87,39 @@ def _user_pickle(dataset: str, dcfg) -> Path:
         raise DataError(f"data.{dataset}.path: the {dcfg.source!r} source needs the path of your "
                         f"pickle (e.g. MMSA's aligned_50.pkl or MulT's mosi_data.pkl)")
     path = Path(dcfg.path).expanduser()
-    if not path.is_file():
+    root = paths.user_dir(dataset)
+    if not Path(os.path.abspath(path)).is_relative_to(os.path.abspath(root)):
+        raise DataError(
+            f"{path}: data.{dataset}.path must lie under {root}/, the folder DVC hashes, so that "
+            f"replacing the file reruns the data stages. Put it there: `mkdir -p {root} && ln -s "
+            f"{os.path.abspath(path)} {root}/` (or cp, or `dvc import-url` / `dvc add`, README "
+            f"\"Your real data\") and set data.{dataset}.path: {root / path.name}")
+    if folder and not path.is_dir():
+        raise DataError(f"{path}: not a folder (data.{dataset}.path: the cmu source reads a folder "
+                        "of .csd files)")
+    if not folder and not path.is_file():
         raise DataError(f"{path}: file not found (data.{dataset}.path)")
     return path
+
+
+def _verify_inputs(info: dict) -> None:
+    """The user's files are still the ones `download` hashed (it records them in source.json)."""
+    if info["source"] == "synthetic" or info["source"] == "cmu" and "local" not in info:
+        return  # files inside data/raw: DVC's own output
+    for name, digest in info.get("files", {}).items():
+        p = Path(name)
+        if not p.is_file():
+            raise DataError(f"{p}: input recorded by the download stage is gone; run `dvc repro`")
+        if sha256_file(p) != digest:
+            raise DataError(f"{p}: changed since the download stage hashed it; run `dvc repro` "
+                            "(it reruns the data stages)")
 
 
 # --------------------------------------------------------------------- align
 
 def align(cfg: Config, dataset: str) -> Path:
-    """Raw inputs -> the HDF5 store: word-aligned, cut/padded to data.seq_len."""
+    """Raw inputs -> the HDF5 store, every modality at its own length, after the ingest checks
+    (pipeline/data/checks.py): nothing is written when one refuses."""
     dcfg = cfg.dataset(dataset)
     raw = paths.raw_dir(dataset)
     marker = raw / SOURCE_FILE
@@ -89,37 +129,79 @@ def align(cfg: Config, dataset: str) -> Path:
     if info["source"] != dcfg.source:
         raise DataError(f"{raw}: holds the {info['source']!r} source but data.{dataset}.source is "
                         f"{dcfg.source!r}; re-run the download stage")
-    L = cfg.data.seq_len
+    _verify_inputs(info)
     task = "classification" if dataset == "iemocap" else "regression"
-    if dcfg.source == "synthetic":
-        utts = synthetic.load_raw(raw / "synthetic.h5")
-        features = {m: f"synthetic {n}-like" for m, n in FEATURE_NAMES[dataset].items()}
+    max_len = as_dict(dcfg.max_len)
+    declared = {m: d for m, d in as_dict(dcfg.dims).items() if d is not None}
+    if dcfg.source in ("synthetic", "cmu"):  # word-level: one length, data.seq_len words
+        if any(v is not None for v in max_len.values()):
+            raise ConfigError(f"data.{dataset}.max_len: applies to pickles; the {dcfg.source!r} "
+                              "source is word-aligned and cut at data.seq_len words")
+        L = cfg.data.seq_len
+        if dcfg.source == "synthetic":
+            source_name = str(raw / "synthetic.h5")
+            utts = synthetic.load_raw(raw / "synthetic.h5")
+        else:
+            from pipeline.data.align import align_cmu
+            from pipeline.data.download import cmu_files, cmu_folds
+            files = ({k: Path(p) for k, p in info["local"].items()} if "local" in info
+                     else {k: raw / rel for k, rel in cmu_files(dataset).items()})
+            source_name = str(Path(files["COVAREP"]).parent if "local" in info else raw)
+            utts = align_cmu(files, cmu_folds(dataset))
+        dims = _dims(utts["train"])
+        for m, d in declared.items():
+            if m in dims and dims[m] != d:
+                where = files["COVAREP" if m == "audio" else "FACET"] if dcfg.source == "cmu" else source_name
+                raise DataError(f"{where}: split 'train': key '{m}' has {dims[m]} features but "
+                                f"data.{dataset}.dims.{m} declares {d}")
+        cuts = {s: {m: int(sum(len(x) > L for x in getattr(u, m))) for m in ("audio", "vision")}
+                for s, u in utts.items()}
         padded = {s: pad_utterances(u, L, _dims(u), s) for s, u in utts.items()}
-    elif dcfg.source == "cmu":
-        from pipeline.data.align import align_cmu
-        from pipeline.data.download import cmu_files, cmu_folds
-        files = {k: raw / rel for k, rel in cmu_files(dataset).items()}
-        utts = align_cmu(files, cmu_folds(dataset))
-        features = FEATURE_NAMES[dataset]
-        padded = {s: pad_utterances(u, L, _dims(u), s) for s, u in utts.items()}
+        alignment = "word"
+        names = FEATURE_NAMES[dataset]
+        features = {m: (f"synthetic {n}-like" if dcfg.source == "synthetic" else
+                        f"CMU {names[m].split(' (')[0]} ({dims[m]}-d)") for m, n in names.items()}
     else:
         from pipeline.data import pickles
-        path = _user_pickle(dataset, dcfg)
+        path = user_path(dataset, dcfg)
+        source_name = str(path)
         if dataset == "iemocap":
-            padded = pickles.load_iemocap(dcfg.path, dcfg.sha256, dcfg.allow_unverified_pickle)
+            padded = pickles.load_iemocap(dcfg.path, dcfg.sha256, dcfg.allow_unverified_pickle, declared)
         elif dcfg.source == "mmsa":
-            padded = pickles.load_mmsa(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle)
+            padded = pickles.load_mmsa(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle, declared)
         else:
-            padded = pickles.load_mult(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle)
-        padded = {s: _cut(p, L, full_length=dcfg.source == "mult") for s, p in padded.items()}
-        features = {"audio": f"{dcfg.source} pickle audio", "vision": f"{dcfg.source} pickle vision"}
-        if padded["train"].text is not None:
-            features["text"] = f"{dcfg.source} pickle text ({padded['train'].text.shape[-1]}-d)"
+            padded = pickles.load_mult(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle, declared)
+        aligned = pickles.is_aligned(padded)
+        limits = {v for v in max_len.values() if v is not None}
+        if aligned and limits:
+            if len(limits) > 1:
+                raise ConfigError(f"data.{dataset}.max_len: {max_len} cuts the modalities of an "
+                                  f"aligned file ({path.name}) differently; give one value (or null)")
+            max_len = {m: limits.pop() for m in max_len}
+        cuts = {s: checks.cut(p, max_len) for s, p in padded.items()}
+        dims = pickles.found_dims(padded)
+        alignment = ("token" if dcfg.source == "mmsa" else "word") if aligned else "none"
+        kind = {"token": "aligned", "word": "aligned", "none": "unaligned"}[alignment]
+        label = {"mmsa": "MMSA", "mult": "MulT"}[dcfg.source]
+        features = {m: f"{label} {path.name} {m} {d}-d" for m, d in dims.items()}
+        if "text" in features:
+            features["text"] += (" (BERT, token-level)" if dcfg.source == "mmsa" else " (GloVe)")
+        log.info("align %s: %s %s file, feature sizes %s", dataset, label, kind, dims)
+    lengths = {m: getattr(padded["train"], m).shape[1] for m in ("text", "audio", "vision")
+               if getattr(padded["train"], m) is not None}
+    cut_total = {m: sum(c.get(m, 0) for c in cuts.values()) for m in lengths}
+    log.log(logging.WARNING if any(cut_total.values()) else logging.INFO,
+            "align %s: steps kept per modality %s; utterances cut by a length parameter: %s",
+            dataset, lengths, cut_total)
+    ingest = checks.check_splits(source_name, padded, task, cfg.data.max_empty_fraction)
     attrs = {
         "dataset": dataset, "source": dcfg.source, "synthetic": dcfg.source == "synthetic",
-        "task": task, "seq_len": L, "features": features, "inputs_sha256": info.get("files", {}),
+        "task": task, "features": features, "dims": dims, "alignment": alignment,
+        "lengths": lengths, "cut": cuts, "ingest": ingest, "inputs_sha256": info.get("files", {}),
         "params": as_dict(dcfg) | ({"synthetic": as_dict(cfg.synthetic)} if info["synthetic"] else {}),
     }
+    if alignment == "word" and dcfg.source in ("synthetic", "cmu"):
+        attrs["seq_len"] = cfg.data.seq_len
     out = write_store(paths.aligned_store(dataset), padded, attrs)
     log.info("align %s: %s", dataset, ", ".join(f"{s} {len(padded[s])}" for s in SPLITS))
     return out
@@ -137,63 +219,59 @@ def _dims(u) -> dict[str, int]:
     return d
 
 
-def _cut(p, L: int, full_length: bool = False):
-    """Pickles come padded to their own length (MMSA: 50); cut or pad them to data.seq_len.
-
-    MulT pads at the front and keeps no lengths, and its models read every step: with
-    `full_length` every length is L, so our masked encoders see what MulT's see."""
-    def fit(a):
-        if a is None or a.shape[1] == L:
-            return a
-        if a.shape[1] > L:
-            return a[:, :L]
-        return np.pad(a, [(0, 0), (0, L - a.shape[1]), (0, 0)])
-    p.audio, p.vision, p.text = fit(p.audio), fit(p.vision), fit(p.text)
-    if full_length:
-        p.audio_len, p.vision_len = np.full(len(p.ids), L), np.full(len(p.ids), L)
-        p.text_len = None if p.text is None else np.full(len(p.ids), L)
-    p.audio_len = np.minimum(p.audio_len, L)
-    p.vision_len = np.minimum(p.vision_len, L)
-    if p.text_len is not None:
-        p.text_len = np.minimum(p.text_len, L)
-    return p
-
-
 # --------------------------------------------------------------------- embed
 
 def embed(cfg: Config, dataset: str) -> Path:
     """Text features once per dataset and encoder: word-level vectors from the frozen encoder
-    (the CPU default's input) and token ids (the GPU profile fine-tunes from these)."""
+    (the CPU default's input) and token ids (the GPU profile fine-tunes from these).
+
+    Two sources bring their own text features instead: MulT's pickles (GloVe, no raw text) and
+    MMSA's aligned files, whose audio and vision rows sit at BERT token positions: re-encoding
+    the words would give the text another length than audio and vision, so the file's own
+    token-level BERT features are the frozen text input (README "Your real data")."""
     store = paths.aligned_store(dataset)
     attrs = read_attrs(store)
     out = paths.text_features(dataset)
     words = {s: [t.split() for t in read_strings(store, s, "raw_text")] for s in SPLITS}
+    have_words = all(words.values())
+    own = not have_words or attrs.get("alignment") == "token"
+    L = cfg.data.seq_len
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["dataset"] = dataset
         f.attrs["synthetic"] = bool(attrs.get("synthetic"))
         f.attrs["store_sha256"] = sha256_file(store)
-        if not all(words.values()):
-            # MulT's pickles carry GloVe vectors and no raw text: use the source's own features.
+        enc = None
+        if have_words and (not own or cfg.text.finetune):
+            from pipeline.features.text import encode_words, load_text_encoder, tokenize_for_finetuning
+            enc = load_text_encoder(cfg.text.encoder)
+        if own:
             with open_store(store) as src:
                 if "text" not in src["train"]:
                     raise DataError(f"{store}: neither raw text nor text features; cannot embed")
                 for s in SPLITS:
                     g = f.create_group(s)
                     g["text"], g["text_len"] = src[s]["text"][:], src[s]["text_len"][:]
+                    if enc is not None:
+                        g["text_bert"] = tokenize_for_finetuning(enc, words[s], cfg.text.max_tokens)
                 f.attrs["encoder"] = f"source features: {attrs['features'].get('text', 'text')}"
                 f.attrs["dim"] = src["train"]["text"].shape[-1]
-            log.warning("embed %s: the source has no raw text; using its own text features", dataset)
+            why = ("the source has no raw text" if not have_words else "its audio and vision are at "
+                   f"BERT token positions, so text.encoder={cfg.text.encoder} is not used for the frozen text input")
+            log.warning("embed %s: using the source's own text features (%s)", dataset, why)
         else:
-            from pipeline.features.text import encode_words, load_text_encoder, tokenize_for_finetuning
-            enc = load_text_encoder(cfg.text.encoder)
+            n_cut = 0
             for s in SPLITS:
                 g = f.create_group(s)
-                feats, lens = encode_words(enc, words[s], cfg.data.seq_len, batch_size=cfg.text.batch_size)
+                n_cut += sum(len(w) > L for w in words[s])
+                feats, lens = encode_words(enc, words[s], L, batch_size=cfg.text.batch_size)
                 g.create_dataset("text", data=feats)  # contiguous: batches are one read (store.py)
                 g["text_len"] = lens
                 g["text_bert"] = tokenize_for_finetuning(enc, words[s], cfg.text.max_tokens)
             f.attrs["encoder"] = cfg.text.encoder
             f.attrs["dim"] = enc.dim
+            f.attrs["cut"] = n_cut
+            log.log(logging.WARNING if n_cut else logging.INFO,
+                    "embed %s: %d utterance(s) longer than data.seq_len = %d words were cut", dataset, n_cut, L)
+        f.attrs["content_sha256"] = content_digest(f)
     log.info("embed %s: %s -> %s", dataset, cfg.text.encoder, out)
     return out
-

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from pipeline import paths
 from pipeline.config import Config, as_dict, fingerprint
 from pipeline.data.schema import IEMOCAP_EMOTIONS
-from pipeline.data.store import StoreDataset, atomic_path, read_attrs, read_strings
+from pipeline.data.store import StoreDataset, atomic_path, read_attrs, read_strings, verify_inputs
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.metrics import iemocap_metrics, regression_metrics, selection_score
 from pipeline.models.base import Balancer, count_parameters, out_dim_for, task_loss
@@ -348,6 +348,7 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
     vcfg = variant_config(cfg, variant)
     resolve_device(vcfg.train.device)  # fail before any work if the device is not there
     paths.run_dir(dataset, variant).mkdir(parents=True, exist_ok=True)
+    verify_inputs(paths.aligned_store(dataset), paths.text_features(dataset))  # checksums
     reason = not_applicable(variant, read_attrs(paths.aligned_store(dataset))["task"])
     if reason:  # every seed says so, and the tables print n/a
         results = []

@@ -38,6 +38,16 @@ def write_params(path, overrides=None):
     return params
 
 
+def make_user_dirs(work):
+    """data/user/<dataset>/ as a fresh checkout has it (a .gitkeep each): the download stages
+    depend on these folders, where users keep their own files."""
+    for ds in ("mosi", "mosei", "iemocap"):
+        d = Path(work) / "data" / "user" / ds
+        d.mkdir(parents=True, exist_ok=True)
+        (d / ".gitkeep").touch()
+    (Path(work) / "data" / "user" / ".gitignore").write_bytes((ROOT / "data/user/.gitignore").read_bytes())
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models: one torch thread is fastest, and two threads on a busy 2-core machine can be

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_params
+from tests.conftest import make_user_dirs, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -34,6 +34,7 @@ def repo(tmp_path_factory):
             shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, work / name)
+    make_user_dirs(work)
     write_params(work / "params.yaml", {"datasets": ["mosi", "iemocap"], "seeds": [0, 1],
                                         "train": {"epochs": 2}, "sgm": {"start_epoch": 2}})
     run(["git", "init", "-q"], work)

@@ -11,6 +11,13 @@ from tests.conftest import write_params
 from tests.test_pickles import dump, mmsa_data, mult_data, sha
 
 
+def user_file(ds, name, data):
+    """A pickle where users keep theirs: data/user/<ds>/ (the cwd is the project)."""
+    folder = paths.user_dir(ds)
+    folder.mkdir(parents=True, exist_ok=True)
+    return dump(folder / name, data)
+
+
 def stages(cfg, ds):
     download(cfg, ds)
     align(cfg, ds)
@@ -19,22 +26,31 @@ def stages(cfg, ds):
 
 def test_mmsa_pickle_to_trained_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    pkl = dump(tmp_path / "aligned_50.pkl", mmsa_data())
+    pkl = user_file("mosi", "aligned_50.pkl", mmsa_data())
     write_params(tmp_path / "params.yaml", {"data": {"seq_len": 8, "mosi": {
         "source": "mmsa", "path": str(pkl), "sha256": sha(pkl)}}, "train": {"epochs": 1}})
+    raw = mmsa_data()
     cfg = load_config("params.yaml")
     stages(cfg, "mosi")
     store = paths.aligned_store("mosi")
     attrs = read_attrs(store)
     assert attrs["source"] == "mmsa" and attrs["synthetic"] is False
     assert attrs["inputs_sha256"] == {str(pkl): sha(pkl)}
+    assert attrs["alignment"] == "token" and attrs["dims"] == {"text": 768, "audio": 5, "vision": 20}
+    assert attrs["features"]["audio"] == "MMSA aligned_50.pkl audio 5-d"
+    assert attrs["lengths"] == {"text": 6, "audio": 6, "vision": 6}  # the file's own: no cut, no pad
     with open_store(store) as f:
-        assert f["train/audio"].shape == (5, 8, 5)  # padded from MMSA's 6 steps to seq_len 8
-        assert np.isfinite(f["train/audio"][:]).all()  # MMSA's -inf zeroed
-        assert f["train/text"].shape[-1] == 768
+        for split in ("train", "valid", "test"):
+            mask = raw[split]["text_bert"][:, 1].sum(1)
+            for m in ("text", "audio", "vision"):  # token level: one length, the attention mask's
+                np.testing.assert_array_equal(f[split][f"{m}_len"][:], mask)
+                np.testing.assert_array_equal(f[split][m][:], np.nan_to_num(raw[split][m], neginf=0))
     assert read_strings(store, "train", "raw_text")[1] == "utterance 1"
-    # raw text exists, so the configured encoder re-encodes it
-    assert read_attrs(paths.text_features("mosi"))["encoder"] == "tiny-random-bert"
+    # the text input is the file's token-level BERT features, at the same positions as audio/vision
+    t = read_attrs(paths.text_features("mosi"))
+    assert t["encoder"] == "source features: MMSA aligned_50.pkl text 768-d (BERT, token-level)"
+    with open_store(paths.text_features("mosi")) as f, open_store(store) as g:
+        np.testing.assert_array_equal(f["test/text_len"][:], g["test/audio_len"][:])
     (res,) = train.train_variant(cfg, "mosi", "late_fusion")
     assert res["synthetic"] is False and np.isfinite(res["test"]["mae"])
 
@@ -42,7 +58,7 @@ def test_mmsa_pickle_to_trained_model(tmp_path, monkeypatch):
 def test_mult_iemocap_uses_its_own_text_features(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data, _ = mult_data("iemocap")
-    pkl = dump(tmp_path / "iemocap_data.pkl", data)
+    pkl = user_file("iemocap", "iemocap_data.pkl", data)
     write_params(tmp_path / "params.yaml", {"datasets": ["iemocap"], "data": {"iemocap": {
         "source": "mult", "path": str(pkl), "allow_unverified_pickle": True}}, "train": {"epochs": 1}})
     cfg = load_config("params.yaml")
@@ -51,14 +67,15 @@ def test_mult_iemocap_uses_its_own_text_features(tmp_path, monkeypatch):
     assert t["encoder"].startswith("source features") and t["dim"] == 300
     with open_store(paths.aligned_store("iemocap")) as f:
         assert f["train/label"].shape == (5, 4)
-        assert (f["train/audio_len"][:] == cfg.data.seq_len).all()  # MulT: every step is read
+        assert (f["train/audio_len"][:] == 8).all()  # MulT: every step is read, at its own length
+        assert f["train/vision"].shape == (5, 7, 35) and (f["train/vision_len"][:] == 7).all()
     (res,) = train.train_variant(cfg, "iemocap", "late_fusion")
     assert "wa" in res["test"]
 
 
 def test_pickle_needs_checksum_or_opt_in(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    pkl = dump(tmp_path / "aligned_50.pkl", mmsa_data())
+    pkl = user_file("mosi", "aligned_50.pkl", mmsa_data())
     write_params(tmp_path / "params.yaml", {"data": {"mosi": {"source": "mmsa", "path": str(pkl)}}})
     cfg = load_config("params.yaml")
     download(cfg, "mosi")
@@ -69,7 +86,7 @@ def test_pickle_needs_checksum_or_opt_in(tmp_path, monkeypatch):
 
 def test_checksum_mismatch_stops_download(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    pkl = dump(tmp_path / "aligned_50.pkl", mmsa_data())
+    pkl = user_file("mosi", "aligned_50.pkl", mmsa_data())
     write_params(tmp_path / "params.yaml", {"data": {"mosi": {
         "source": "mmsa", "path": str(pkl), "sha256": "0" * 64}}})
     with pytest.raises(DataError, match="aligned_50.pkl: sha256 .* does not match data.mosi.sha256"):

@@ -17,7 +17,7 @@ SIZES = {"train": 5, "valid": 3, "test": 4}
 L = 6
 
 
-def mmsa_split(n: int, rng, *, aligned: bool, da=5, dv=20) -> dict:
+def mmsa_split(n: int, rng, *, aligned: bool, da=5, dv=20, split="train") -> dict:
     la, lv = (L, L) if aligned else (9, 7)
     mask_len = rng.integers(2, L + 1, size=n)
     bert = np.zeros((n, 3, L))
@@ -25,16 +25,21 @@ def mmsa_split(n: int, rng, *, aligned: bool, da=5, dv=20) -> dict:
         bert[i, 0, :k] = rng.integers(100, 2000, size=k)
         bert[i, 1, :k] = 1
     audio = rng.standard_normal((n, la, da)).astype(np.float32)
+    vision = rng.standard_normal((n, lv, dv)).astype(np.float32)
+    if aligned:  # rows at token positions: zero beyond the attention mask, as MMSA's files
+        beyond = np.arange(L)[None, :] >= mask_len[:, None]
+        audio[beyond], vision[beyond] = 0, 0
     audio[0, 0, :2] = -np.inf  # COVAREP's log energy of silence
     d = {
         "raw_text": np.array([f"utterance {i}" for i in range(n)]),
-        "id": np.array([f"vid{i}$_${i}" for i in range(n)]),
+        "id": np.array([f"{split}vid{i}$_${i}" for i in range(n)]),  # ids are unique across splits
         "text": rng.standard_normal((n, L, 768)).astype(np.float32),
         "text_bert": bert,
         "audio": audio,
-        "vision": rng.standard_normal((n, lv, dv)).astype(np.float32),
+        "vision": vision,
         "regression_labels": rng.uniform(-3, 3, size=n).astype(np.float32),
     }
+    d["regression_labels"][:2] = [-1.5, 1.5]  # both signs in every split (scorable)
     if not aligned:
         d["audio_lengths"] = rng.integers(1, la + 1, size=n)
         d["vision_lengths"] = rng.integers(1, lv + 1, size=n)
@@ -43,7 +48,7 @@ def mmsa_split(n: int, rng, *, aligned: bool, da=5, dv=20) -> dict:
 
 def mmsa_data(aligned=True, **kw) -> dict:
     rng = np.random.default_rng(0)
-    return {s: mmsa_split(n, rng, aligned=aligned, **kw) for s, n in SIZES.items()}
+    return {s: mmsa_split(n, rng, aligned=aligned, split=s, **kw) for s, n in SIZES.items()}
 
 
 def padded(rng, n, length, dim):
@@ -55,27 +60,31 @@ def padded(rng, n, length, dim):
     return a, lens
 
 
-def mult_data(dataset="mosi", sizes=SIZES) -> tuple[dict, dict]:
-    """A MulT pickle and the true lengths of each split's modalities."""
+def mult_data(dataset="mosi", sizes=SIZES, aligned=False) -> tuple[dict, dict]:
+    """A MulT pickle (aligned: one number of steps for all three, as iemocap_data.pkl; else text 6,
+    audio 8, vision 7 steps, as a *_noalign.pkl) and the true lengths of each split's modalities."""
+    la, lv = (L, L) if aligned else (8, 7)
     rng = np.random.default_rng(1)
     da, dv = (5, 20) if dataset == "mosi" else (74, 35)
     data, lens = {}, {}
     for split, n in sizes.items():
         text, lt = padded(rng, n, L, 300)
-        audio, la = padded(rng, n, 8, da)
-        vision, lv = padded(rng, n, 7, dv)
+        audio, la_ = padded(rng, n, la, da)
+        vision, lv_ = padded(rng, n, lv, dv)
         audio[0, -1, 0] = -np.inf
         vision[0, -1, 1] = np.nan
         d = {"text": text, "audio": audio, "vision": vision}
         if dataset == "iemocap":
             pos = rng.integers(0, 2, size=(n, 4))
+            pos[0], pos[1] = 0, 1  # both classes of every emotion in every split (scorable)
             d["labels"] = np.eye(2, dtype=np.float32)[pos]  # (N, 4, 2) one-hot
             lens[split] = {"pos": pos}
         else:
             d["labels"] = rng.uniform(-3, 3, size=(n, 1, 1)).astype(np.float32)
-            d["id"] = np.array([[f"v{i}".encode(), b"0.0", b"1.5"] for i in range(n)])
+            d["labels"][:2, 0, 0] = [-1.5, 1.5]  # both signs in every split (scorable)
+            d["id"] = np.array([[f"{split}v{i}".encode(), b"0.0", b"1.5"] for i in range(n)])
             lens[split] = {}
-        lens[split].update(text=lt, audio=la, vision=lv)
+        lens[split].update(text=lt, audio=la_, vision=lv_)
         data[split] = d
     return data, lens
 
@@ -141,13 +150,31 @@ def test_mmsa_aligned(tmp_path, caplog):
             assert lens.dtype == np.int64 and np.array_equal(lens, mask_len)
         assert s.labels.dtype == np.float32 and s.labels.shape == (n,)
         assert np.allclose(s.labels, r["regression_labels"])
-        assert s.ids == [f"vid{i}$_${i}" for i in range(n)] and all(type(i) is str for i in s.ids)
+        assert s.ids == [f"{split}vid{i}$_${i}" for i in range(n)] and all(type(i) is str for i in s.ids)
         assert s.raw_text == [f"utterance {i}" for i in range(n)]
         assert np.array_equal(s.extra["text_bert"], r["text_bert"].astype(np.int64))
     assert out["train"].audio[0, 0, 0] == 0.0
+    # everything else is the file's own value, row by row (nothing lost or shifted)
+    for split in SPLITS:
+        for m in ("text", "audio", "vision"):
+            want = np.where(np.isfinite(raw[split][m]), raw[split][m], 0)
+            np.testing.assert_array_equal(getattr(out[split], m), want)
     lines = [m for m in caplog.messages if "non-finite" in m]
     assert len(lines) == 9  # one per split and modality
-    assert any("train/audio: 2 non-finite" in m for m in lines)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("train/audio: 2 non-finite" in m for m in warned)  # benign, counted at WARNING
+    assert not any("beyond the attention mask" in m for m in caplog.messages)
+
+
+def test_mmsa_aligned_rows_beyond_the_mask_are_counted(tmp_path, caplog):
+    raw = mmsa_data(aligned=True)
+    k = int(raw["valid"]["text_bert"][1, 1].sum())
+    raw["valid"]["vision"][1, k - 1:, 0] = 1.0  # one utterance has vision rows past its tokens
+    p = dump(tmp_path / "aligned_50.pkl", raw)
+    with caplog.at_level(logging.WARNING):
+        out = load_mmsa(p, "mosi", None, True)
+    assert "aligned_50.pkl valid/vision: 1 utterance(s) have non-zero rows beyond" in caplog.text
+    assert out["valid"].vision_len[1] == k  # the length stays the attention mask's
 
 
 def test_mmsa_unaligned_mosei(tmp_path):
@@ -155,16 +182,53 @@ def test_mmsa_unaligned_mosei(tmp_path):
     p = dump(tmp_path / "unaligned_50.pkl", raw)
     out = load_mmsa(p, "mosei", None, True)
     s, r = out["valid"], raw["valid"]
-    assert s.audio.shape == (3, 9, 74) and s.vision.shape == (3, 7, 35)
+    assert s.audio.shape == (3, 9, 74) and s.vision.shape == (3, 7, 35)  # each its own steps
     assert np.array_equal(s.audio_len, r["audio_lengths"]) and np.array_equal(s.vision_len, r["vision_lengths"])
     assert np.array_equal(s.text_len, r["text_bert"][:, 1].sum(1))
+    for split in SPLITS:
+        np.testing.assert_array_equal(out[split].vision, raw[split]["vision"])
 
 
-def test_mmsa_dims_override(tmp_path):
-    p = dump(tmp_path / "aligned_50.pkl", mmsa_data(da=7))
-    with pytest.raises(DataError, match=re.escape("'audio' has shape (5, 6, 7), expected (N, L, 5)")):
+def test_feature_sizes_come_from_the_file(tmp_path):
+    """MMSA-FET-style extractions have other sizes: read them, check them against a declaration."""
+    p = dump(tmp_path / "aligned_50.pkl", mmsa_data(da=7, dv=33))
+    out = load_mmsa(p, "mosi", None, True)
+    assert out["test"].audio.shape == (4, L, 7) and out["test"].vision.shape == (4, L, 33)
+    assert load_mmsa(p, "mosi", None, True, dims={"audio": 7, "vision": None})["test"].audio.shape == (4, L, 7)
+    with pytest.raises(DataError, match=re.escape("aligned_50.pkl: split 'train': 'audio' has 7 features "
+                                                  "(shape (5, 6, 7)) but data.mosi.dims.audio declares 74")):
+        load_mmsa(p, "mosi", None, True, dims={"audio": 74})
+
+
+def test_feature_sizes_must_agree_across_splits(tmp_path):
+    data = mmsa_data()
+    data["test"]["audio"] = data["test"]["audio"][..., :3]
+    p = dump(tmp_path / "aligned_50.pkl", data)
+    with pytest.raises(DataError, match=re.escape("aligned_50.pkl: split 'test': 'audio' has 3 features "
+                                                  "(shape (4, 6, 3)) but split 'train' has 5")):
         load_mmsa(p, "mosi", None, True)
-    assert load_mmsa(p, "mosi", None, True, dims={"audio": 7})["test"].audio.shape == (4, L, 7)
+
+
+def test_values_beyond_float32_are_refused(tmp_path):
+    data = mmsa_data()
+    data["valid"]["vision"] = data["valid"]["vision"].astype(np.float64)
+    data["valid"]["vision"][2, 1, :3] = 1e39  # finite in float64, inf in float32
+    p = dump(tmp_path / "aligned_50.pkl", data)
+    with pytest.raises(DataError, match=re.escape("aligned_50.pkl: split 'valid': key 'vision': 3 finite "
+                                                  "value(s) exceed the float32 range")):
+        load_mmsa(p, "mosi", None, True)
+
+
+@pytest.mark.parametrize("bad", [np.nan, None, 3])
+def test_raw_text_must_be_strings(tmp_path, bad):
+    data = mmsa_data()
+    texts = data["train"]["raw_text"].astype(object)
+    texts[3] = bad
+    data["train"]["raw_text"] = texts
+    p = dump(tmp_path / "aligned_50.pkl", data)
+    with pytest.raises(DataError, match=re.escape("aligned_50.pkl: split 'train': 'raw_text' has 1 entries "
+                                                  "that are not strings") + r".*index 3"):
+        load_mmsa(p, "mosi", None, True)
 
 
 def _set(split, key, value):
@@ -191,10 +255,10 @@ def _empty(split):
 MMSA_BAD = [
     ("missing split", _drop("valid"), "aligned_50.pkl: missing split 'valid'"),
     ("missing key", _drop("valid", "vision"), "aligned_50.pkl: split 'valid' missing key 'vision'"),
-    ("wrong dim", _set("train", "audio", lambda d: d["audio"][..., :3]),
-     "aligned_50.pkl: split 'train': 'audio' has shape (5, 6, 3), expected (N, L, 5)"),
     ("wrong ndim", _set("test", "vision", lambda d: d["vision"][:, 0]),
-     "aligned_50.pkl: split 'test': 'vision' has shape (4, 20), expected (N, L, 20)"),
+     "aligned_50.pkl: split 'test': 'vision' has shape (4, 20), expected (N, L, d)"),
+    ("aligned steps differ", _set("test", "vision", lambda d: d["vision"][:, :4]),
+     "aligned_50.pkl: split 'test': aligned file (no 'audio_lengths') but 'text', 'audio', 'vision' have 6, 6, 4"),
     ("bert rows", _set("test", "text_bert", lambda d: d["text_bert"][:, :2]),
      "aligned_50.pkl: split 'test': 'text_bert' has shape (4, 2, 6), expected (N, 3, 6)"),
     ("N ids vs others", _set("train", "id", lambda d: d["id"][:4]),
@@ -240,9 +304,11 @@ def test_mult_mosi(tmp_path, caplog):
         assert s.labels.shape == (n,) and s.labels.dtype == np.float32
         assert np.allclose(s.labels, raw[split]["labels"].reshape(-1))
         for m in ("text", "audio", "vision"):
-            got = getattr(s, f"{m}_len")
-            assert got.dtype == np.int64 and np.array_equal(got, lens[split][m]), (split, m)
-        assert s.ids[1] == "v1_0.0_1.5"
+            got = getattr(s, f"{m}_len")  # MulT's models read every step: the full length
+            assert got.dtype == np.int64 and (got == raw[split][m].shape[1]).all(), (split, m)
+            want = np.where(np.isfinite(raw[split][m]), raw[split][m], 0)
+            np.testing.assert_array_equal(getattr(s, m), want)  # front padding kept in place
+        assert s.ids[1] == f"{split}v1_0.0_1.5"
         assert np.isfinite(s.audio).all() and np.isfinite(s.vision).all()
     assert out["train"].audio[0, -1, 0] == 0 and out["train"].vision[0, -1, 1] == 0
     assert any("train/vision: 1 non-finite" in m for m in caplog.messages)
@@ -260,7 +326,7 @@ def test_mult_iemocap(tmp_path, caplog):
         assert s.labels.shape == (n, 4) and s.labels.dtype == np.int64
         assert np.array_equal(s.labels, lens[split]["pos"])
         assert s.ids == [f"{split}/{i}" for i in range(n)]  # MulT's IEMOCAP has no 'id'
-        assert np.array_equal(s.audio_len, lens[split]["audio"])
+        assert (s.audio_len == 8).all() and (s.vision_len == 7).all()
 
 
 def test_mult_iemocap_no_warning_at_paper_sizes(tmp_path, caplog):
@@ -275,8 +341,8 @@ def test_mult_iemocap_no_warning_at_paper_sizes(tmp_path, caplog):
 MULT_BAD = [
     ("missing split", "mosi", _drop("test"), "mosi_data.pkl: missing split 'test'"),
     ("missing key", "mosi", _drop("valid", "audio"), "mosi_data.pkl: split 'valid' missing key 'audio'"),
-    ("wrong text dim", "mosi", _set("train", "text", lambda d: d["text"][..., :100]),
-     "mosi_data.pkl: split 'train': 'text' has shape (5, 6, 100), expected (N, L, 300)"),
+    ("text dim differs", "mosi", _set("valid", "text", lambda d: d["text"][..., :100]),
+     "mosi_data.pkl: split 'valid': 'text' has 100 features (shape (3, 6, 100)) but split 'train' has 300"),
     ("N ids vs audio", "mosi", _set("train", "id", lambda d: d["id"][:3]),
      "mosi_data.pkl: split 'train': 'id' has 3 entries but 'text' has 5"),
     ("labels range", "mosi", _set("test", "labels", lambda d: d["labels"] * 0 - 4),
@@ -289,7 +355,7 @@ MULT_BAD = [
     ("iemocap labels values", "iemocap", _set("train", "labels", lambda d: d["labels"] * 2),
      "iemocap_data.pkl: split 'train': 'labels' has values other than 0 and 1"),
     ("iemocap vision dim", "iemocap", _set("valid", "vision", lambda d: d["vision"][..., :20]),
-     "iemocap_data.pkl: split 'valid': 'vision' has shape (3, 7, 20), expected (N, L, 35)"),
+     "iemocap_data.pkl: split 'valid': 'vision' has 20 features (shape (3, 7, 20)) but split 'train' has 35"),
 ]
 
 

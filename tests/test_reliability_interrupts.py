@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import paths, train
-from tests.conftest import write_params
+from tests.conftest import make_user_dirs, write_params
 from tests.test_dvc_pipeline import ROOT, run
 
 
@@ -50,6 +50,7 @@ def test_killed_dvc_repro_leaves_nothing_complete(tmp_path):
             shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             (work / name).write_bytes(src.read_bytes())
+    make_user_dirs(work)
     write_params(work / "params.yaml", {"variants": ["pase"], "train": {"epochs": 40},
                                         "synthetic": {"scale": 0.05}})
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
@@ -73,6 +74,7 @@ def test_killed_dvc_repro_leaves_nothing_complete(tmp_path):
     status = json.loads(run(["dvc", "status", "--json"], work).stdout)
     assert "train@mosi-pase" in status and "report" in status
     # and the rerun finishes, resuming the interrupted training from its checkpoint
+    make_user_dirs(work)
     write_params(work / "params.yaml", {"variants": ["pase"], "train": {"epochs": 40},
                                         "synthetic": {"scale": 0.05}})
     run(["dvc", "repro"], work)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pipeline import paths, train
+from pipeline.data.store import content_digest
 from pipeline.errors import ConfigError
 
 
@@ -72,6 +73,7 @@ def test_test_labels_do_not_change_predictions(tiny_project, variant):
     with h5py.File(paths.aligned_store("mosi"), "r+") as f:
         lab = f["test/label"]
         lab[...] = np.random.default_rng(0).permutation(lab[:])
+        f.attrs["content_sha256"] = content_digest(f)  # a deliberate edit: training checks the sum
     train.train_variant(cfg, "mosi", variant)
     assert pred_col() == before
 

@@ -71,6 +71,7 @@ import numpy as np
 import scipy.sparse
 from tqdm import tqdm
 
+from pipeline.data.checks import to_float32
 from pipeline.data.schema import Utterances
 from pipeline.errors import DataError
 
@@ -579,7 +580,8 @@ def align_cmu(paths: Mapping[str, str | Path], folds: Mapping[str, Sequence[str]
                 zero_filled[field] += int(np.count_nonzero(~has))
                 stray[field] += int(np.count_nonzero(~_isin(key_rows, key_all)))
                 nonfinite[field] += n_bad
-                feats[field] = f.astype(np.float32)
+                feats[field] = to_float32(f, f"{paths[key]}: split '{split_of[vid]}': video {vid!r} "
+                                             f"key 'features'")
 
             # utterance n: rows bounds[n]:bounds[n + 1]; segments left with no word are skipped
             bounds = np.searchsorted(seg, np.arange(len(v.live) + 1)).tolist()

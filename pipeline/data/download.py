@@ -220,9 +220,32 @@ def download_file(url: str, dest: Path, *, timeout: float = 30, retries: int = 3
     return dest
 
 
-def check_csd(path: Path) -> None:
-    """Raise DataError (after deleting the file) unless `path` opens as a computational sequence:
-    an HDF5 file with one root group that holds `data` and `metadata`."""
+def local_cmu_files(dataset: str, folder: Path) -> dict[str, Path]:
+    """The sequences of `cmu_files(dataset)` in a user's folder: at the server's relative path
+    under it (a mirror of the CMU server), or else by file name anywhere below it (one match)."""
+    folder = Path(folder)
+    out, missing = {}, []
+    for key, rel in cmu_files(dataset).items():
+        name = Path(rel).name
+        direct = folder / rel
+        found = [direct] if direct.is_file() else sorted(p for p in folder.rglob(name) if p.is_file())
+        if len(found) > 1:
+            raise DataError(f"{folder}: {len(found)} files named {name} ({', '.join(map(str, found))}); "
+                            "keep one")
+        if not found:
+            missing.append(name)
+        else:
+            out[key] = found[0]
+    if missing:
+        raise DataError(f"{folder}: missing {', '.join(missing)} (data.{dataset}.path: the cmu source "
+                        f"needs {', '.join(Path(r).name for r in cmu_files(dataset).values())})")
+    return out
+
+
+def check_csd(path: Path, delete: bool = True) -> None:
+    """Raise DataError unless `path` opens as a computational sequence: an HDF5 file with one
+    root group that holds `data` and `metadata`. A downloaded file is deleted first (`delete`);
+    a user's own file never is."""
     path = Path(path)
     problem = None
     try:
@@ -238,6 +261,8 @@ def check_csd(path: Path) -> None:
     except OSError as e:  # h5py reports truncation and non-HDF5 content as OSError
         problem = str(e)
     if problem:
+        if not delete:
+            raise DataError(f"{path}: truncated or corrupt computational sequence ({problem})")
         path.unlink(missing_ok=True)
         raise DataError(f"{path}: truncated or corrupt computational sequence ({problem}); "
                         "the file was deleted, run the download again")

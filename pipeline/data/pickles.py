@@ -9,11 +9,15 @@ MMSA (`aligned_50.pkl`, `unaligned_50.pkl`; MOSI and MOSEI), as MMSA's `data_loa
       text (N, L, 768) BERT features, text_bert (N, 3, L): token ids, attention mask, segment ids,
       audio (N, La, da), vision (N, Lv, dv)  (aligned: La = Lv = L = 50),
       unaligned only: audio_lengths (N,), vision_lengths (N,).
-    Sizes: MOSI audio 5 (COVAREP subset), vision 20 (FACET); MOSEI audio 74, vision 35.
-    Lengths: `audio_lengths` / `vision_lengths` where present. Aligned files have none; there the
-    length of every modality is the number of ones in the attention mask (text_bert row 1), which
-    counts [CLS] and [SEP]: the same length MMSA's models use (Self-MM's `mask_len`). The text
-    length is that count in both files.
+    Sizes: read from the file (MMSA's own: MOSI audio 5, vision 20; MOSEI audio 74, vision 35;
+    MMSA-FET extractions have others); `dims` declares expected ones, checked split by split.
+    Lengths: `audio_lengths` / `vision_lengths` where present (unaligned: 375 / 500 audio and
+    vision steps for MOSI, 500 / 375 for MOSEI, each modality keeps its own). Aligned files have
+    none: their rows are at BERT token positions (text is BERT's per-token output, and MMSA's
+    models read audio and vision with the text's mask length, Self-MM's `mask_len`), so every
+    modality's length is the number of ones in the attention mask (text_bert row 1, [CLS] and
+    [SEP] included): the three agree utterance by utterance, at token level. Audio or vision rows
+    beyond that length that are not zero are counted in a warning (they are masked out, as in MMSA).
 
 MulT (`mosi_data.pkl`, `mosei_senti_data.pkl`, `iemocap_data.pkl` aligned; `*_noalign.pkl`),
 as MulT's `src/dataset.py` reads it:
@@ -21,15 +25,16 @@ as MulT's `src/dataset.py` reads it:
     `id` (MOSI/MOSEI: (N, 3) byte strings; IEMOCAP has none).
     Labels: MOSI/MOSEI (N, 1, 1) sentiment -> (N,) float32; IEMOCAP (N, 4, 2), one one-hot pair
     per emotion (neutral, happy, sad, angry) -> (N, 4) int64 = argmax of each pair, as MulT does.
-    Sizes: MOSI audio 5, vision 20; MOSEI and IEMOCAP audio 74, vision 35. No raw text.
-    Lengths: MulT keeps none; a modality's length is its number of time steps that are not
-    all-zero. The zero rows are left where the file has them (MulT pads at the front); rows are
-    not moved, since in aligned files a modality can be all-zero at a step where another is not.
+    Sizes: read from the file (MulT's: MOSI audio 5, vision 20; MOSEI, IEMOCAP 74 / 35). No raw text.
+    Lengths: MulT keeps none and its models read every step (zero padding at the front included),
+    so every modality's length is its own number of steps: aligned files have one length for all
+    three, `_noalign` files each modality's own (e.g. text 50, audio 375, vision 500).
     Ids: a 2-D id row becomes its fields joined by "_"; without `id`, "<split>/<index>".
 
 Both: -inf (COVAREP's log energy of silence) and other non-finite feature values are set to 0, as
-MMSA and MulT do, with one log line per split and modality giving the count. Every error names the
-file, the split and the key.
+MMSA and MulT do, with one WARNING line per split and key giving the count. Finite values beyond
+float32's range are refused (before the cast that would make them inf); raw text must be strings.
+Every error names the file, the split and the key.
 """
 from __future__ import annotations
 
@@ -39,21 +44,15 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.checks import to_float32
 from pipeline.data.schema import IEMOCAP_EMOTIONS, LABEL_RANGE, PAPER_SPLIT_SIZES, SPLITS, PaddedSplit
 from pipeline.data.download import sha256_file
 from pipeline.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-MMSA_DIMS = {
-    "mosi": {"text": 768, "audio": 5, "vision": 20},
-    "mosei": {"text": 768, "audio": 74, "vision": 35},
-}
-MULT_DIMS = {
-    "mosi": {"text": 300, "audio": 5, "vision": 20},
-    "mosei": {"text": 300, "audio": 74, "vision": 35},
-    "iemocap": {"text": 300, "audio": 74, "vision": 35},
-}
+MMSA_DATASETS = ("mosi", "mosei")
+MULT_DATASETS = ("mosi", "mosei", "iemocap")
 _BLOCK = 1024  # samples per block when scanning features: bounds the temporaries on MOSEI (GBs)
 
 IEMOCAP_HELP = (
@@ -101,8 +100,8 @@ def read_pickle_checked(path, sha256: str | None, allow_unverified: bool, *, dat
 class _Split:
     """One split of a pickle, with error messages that name the file, the split and the key."""
 
-    def __init__(self, data, path: Path, split: str):
-        self.path, self.split = path, split
+    def __init__(self, data, path: Path, split: str, dims: "_Dims"):
+        self.path, self.split, self.dims = path, split, dims
         if not isinstance(data, dict):
             raise DataError(f"{path}: top level is a {type(data).__name__}, expected a dict with splits {SPLITS}")
         if split not in data:
@@ -141,10 +140,12 @@ class _Split:
             raise self.error(f"'{key}' has dtype {a.dtype}, expected numbers")
         return a
 
-    def features(self, key: str, dim: int) -> np.ndarray:
-        """(N, L, dim) float32 with non-finite values set to 0 (counted in a log line)."""
-        a = self.numeric(key, self.array(key, f"(N, L, {dim})", 3, {2: dim}))
-        a = np.asarray(a, dtype=np.float32)  # no copy when the file already holds float32
+    def features(self, key: str) -> np.ndarray:
+        """(N, L, d) float32 with non-finite values set to 0 (counted in a warning); d is checked
+        against the declared size, or against the first split's."""
+        a = self.numeric(key, self.array(key, "(N, L, d)", 3))
+        self.dims.check(self, key, a.shape)
+        a = to_float32(a, f"{self.path}: split '{self.split}': key '{key}'")  # no copy if float32
         if not a.flags.writeable or not a.flags.c_contiguous:
             a = np.array(a, order="C")  # we zero values in place below
         bad = 0
@@ -153,16 +154,23 @@ class _Split:
             mask = ~np.isfinite(block)
             bad += int(mask.sum())
             block[mask] = 0.0
-        log.info("%s %s/%s: %d non-finite value(s) set to 0", self.path.name, self.split, key, bad)
+        log.log(logging.WARNING if bad else logging.INFO, "%s %s/%s: %d non-finite value(s) "
+                "(NaN/-inf, e.g. COVAREP's silence) set to 0", self.path.name, self.split, key, bad)
         return a
 
-    def strings(self, key: str) -> list[str]:
-        """Ids or texts as str: bytes are decoded, a 2-D row's fields joined by '_'."""
+    def strings(self, key: str, text: bool = False) -> list[str]:
+        """Ids or texts as str: bytes are decoded, a 2-D row's fields joined by '_'. With `text`,
+        every entry must be a string (a NaN or None would otherwise become the word "nan")."""
         a = self.get(key)
         a = np.asarray(a, dtype=object)
-        if a.ndim not in (1, 2):
-            raise self.error(f"'{key}' has shape {a.shape}, expected (N,) or (N, k)")
+        if a.ndim not in (1, 2) or text and a.ndim != 1:
+            raise self.error(f"'{key}' has shape {a.shape}, expected (N,){'' if text else ' or (N, k)'}")
         self.n[key] = a.shape[0]
+        if text:
+            bad = [i for i, v in enumerate(a) if not isinstance(v, (str, bytes))]
+            if bad:
+                raise self.error(f"'{key}' has {len(bad)} entries that are not strings "
+                                 f"(e.g. {a[bad[0]]!r} at index {bad[0]})")
         dec = lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)  # noqa: E731
         if a.ndim == 1:
             return [dec(v) for v in a]
@@ -208,14 +216,6 @@ class _Split:
         return y
 
 
-def _row_lengths(a: np.ndarray) -> np.ndarray:
-    """Per sample, the number of time steps whose features are not all zero."""
-    out = np.empty(len(a), dtype=np.int64)
-    for i in range(0, len(a), _BLOCK):
-        out[i:i + _BLOCK] = np.any(a[i:i + _BLOCK] != 0, axis=2).sum(axis=1)
-    return out
-
-
 def _check_sizes(path: Path, dataset: str, out: dict[str, PaddedSplit]) -> None:
     """Split sizes that differ from the paper's are worth a warning, not an error: published
     copies of the same dataset differ by a few samples."""
@@ -225,33 +225,51 @@ def _check_sizes(path: Path, dataset: str, out: dict[str, PaddedSplit]) -> None:
         log.warning("%s: split sizes %s differ from the paper's %s", path, got, paper)
 
 
-def _dims(dataset: str, defaults: dict, dims: dict | None) -> dict[str, int]:
-    if dataset not in defaults:
-        raise ConfigError(f"dataset {dataset!r} is not available from this source; allowed: {', '.join(defaults)}")
-    return {**defaults[dataset], **(dims or {})}
+class _Dims:
+    """Feature sizes: the declared ones (data.<ds>.dims; None = take the file's), else the first
+    split's; every split must agree. `found` is what the file holds."""
+
+    def __init__(self, dataset: str, allowed: tuple, declared: dict | None):
+        if dataset not in allowed:
+            raise ConfigError(f"dataset {dataset!r} is not available from this source; allowed: {', '.join(allowed)}")
+        self.dataset = dataset
+        self.declared = {k: v for k, v in (declared or {}).items() if v is not None}
+        self.found: dict[str, tuple[int, str]] = {}
+
+    def check(self, s: "_Split", key: str, shape: tuple) -> None:
+        d = shape[-1]
+        if key in self.declared and d != self.declared[key]:
+            raise s.error(f"'{key}' has {d} features (shape {shape}) but data.{self.dataset}.dims."
+                          f"{key} declares {self.declared[key]}")
+        first = self.found.setdefault(key, (d, s.split))
+        if first[0] != d:
+            raise s.error(f"'{key}' has {d} features (shape {shape}) but split '{first[1]}' has {first[0]}")
+
+    def sizes(self) -> dict[str, int]:
+        return {k: v[0] for k, v in self.found.items()}
 
 
 # --- MMSA -----------------------------------------------------------------------------------------
 
 def load_mmsa(path, dataset: str, sha256: str | None, allow_unverified: bool,
               dims: dict[str, int] | None = None) -> dict[str, PaddedSplit]:
-    """MMSA's aligned_50.pkl / unaligned_50.pkl -> {split: PaddedSplit}. `dims` overrides the
-    expected feature sizes ({"text": 768, "audio": ..., "vision": ...})."""
+    """MMSA's aligned_50.pkl / unaligned_50.pkl -> {split: PaddedSplit}. `dims` declares the
+    expected feature sizes ({"text": 768, "audio": ..., "vision": ...}; None: the file's)."""
     path = Path(path)
-    dims = _dims(dataset, MMSA_DIMS, dims)
+    dims = _Dims(dataset, MMSA_DATASETS, dims)
     data = read_pickle_checked(path, sha256, allow_unverified, dataset=dataset)
     out = {}
     for split in SPLITS:
-        s = _Split(data, path, split)
+        s = _Split(data, path, split, dims)
         for key in ("raw_text", "id", "text", "text_bert", "audio", "vision", "regression_labels"):
             s.get(key)  # report a missing key before any shape problem
         ids = s.strings("id")
-        raw_text = s.strings("raw_text")
-        text = s.features("text", dims["text"])
+        raw_text = s.strings("raw_text", text=True)
+        text = s.features("text")
         bert = s.numeric("text_bert", s.array("text_bert", f"(N, 3, {text.shape[1]})", 3,
                                               {1: 3, 2: text.shape[1]}))
-        audio = s.features("audio", dims["audio"])
-        vision = s.features("vision", dims["vision"])
+        audio = s.features("audio")
+        vision = s.features("vision")
         unaligned = s.has("audio_lengths") or s.has("vision_lengths")
         if unaligned:
             audio_len = s.lengths("audio_lengths", audio.shape[1])
@@ -260,14 +278,51 @@ def load_mmsa(path, dataset: str, sha256: str | None, allow_unverified: bool,
         s.check_n()
 
         text_len = (bert[:, 1, :] != 0).sum(axis=1).astype(np.int64)  # attention mask
-        if not unaligned:  # aligned: every modality has the text's length (see module doc)
-            audio_len = np.minimum(text_len, audio.shape[1])
-            vision_len = np.minimum(text_len, vision.shape[1])
+        mask_key = "text_bert[:, 1] (attention mask)"
+        keys = {"text": mask_key, "audio": "audio_lengths", "vision": "vision_lengths"}
+        if not unaligned:  # aligned: token positions, every modality has the text's length
+            if audio.shape[1] != text.shape[1] or vision.shape[1] != text.shape[1]:
+                raise s.error(f"aligned file (no 'audio_lengths') but 'text', 'audio', 'vision' have "
+                              f"{text.shape[1]}, {audio.shape[1]}, {vision.shape[1]} steps")
+            audio_len = vision_len = text_len
+            keys = {m: mask_key for m in keys}
+            for key, a in (("audio", audio), ("vision", vision)):
+                beyond = _rows_beyond(a, text_len)
+                if beyond:
+                    log.warning("%s %s/%s: %d utterance(s) have non-zero rows beyond the attention "
+                                "mask's length; they are masked out (as in MMSA)", path.name, split, key, beyond)
         out[split] = PaddedSplit(ids=ids, audio=audio, audio_len=audio_len, vision=vision,
                                  vision_len=vision_len, labels=labels, raw_text=raw_text, text=text,
-                                 text_len=text_len, extra={"text_bert": bert.astype(np.int64)})
+                                 text_len=text_len, extra={"text_bert": bert.astype(np.int64)},
+                                 length_keys=keys | {"label": "regression_labels"})
     _check_sizes(path, dataset, out)
     return out
+
+
+def found_dims(splits: dict[str, PaddedSplit]) -> dict[str, int]:
+    """The feature size of each modality of a loaded file."""
+    p = splits["train"]
+    return {m: getattr(p, m).shape[-1] for m in ("text", "audio", "vision") if getattr(p, m) is not None}
+
+
+def is_aligned(splits: dict[str, PaddedSplit]) -> bool:
+    """One time axis for every modality and equal lengths utterance by utterance."""
+    for p in splits.values():
+        mods = [m for m in ("text", "audio", "vision") if getattr(p, m) is not None]
+        steps = {getattr(p, m).shape[1] for m in mods}
+        if len(steps) > 1 or any((getattr(p, f"{m}_len") != p.audio_len).any() for m in mods):
+            return False
+    return True
+
+
+def _rows_beyond(a: np.ndarray, lengths: np.ndarray) -> int:
+    """Utterances with a non-zero row at or after their length."""
+    steps = np.arange(a.shape[1])
+    n = 0
+    for i in range(0, len(a), _BLOCK):
+        nonzero = np.any(a[i:i + _BLOCK] != 0, axis=2)
+        n += int(np.count_nonzero((nonzero & (steps[None, :] >= lengths[i:i + _BLOCK, None])).any(axis=1)))
+    return n
 
 
 # --- MulT -----------------------------------------------------------------------------------------
@@ -288,26 +343,30 @@ def _iemocap_labels(s: _Split) -> np.ndarray:
 def load_mult(path, dataset: str, sha256: str | None, allow_unverified: bool,
               dims: dict[str, int] | None = None) -> dict[str, PaddedSplit]:
     """MulT's mosi_data.pkl / mosei_senti_data.pkl / iemocap_data.pkl (and *_noalign.pkl)
-    -> {split: PaddedSplit}. `dims` overrides the expected feature sizes."""
+    -> {split: PaddedSplit}. `dims` declares the expected feature sizes (None: the file's)."""
     path = Path(path)
-    dims = _dims(dataset, MULT_DIMS, dims)
+    dims = _Dims(dataset, MULT_DATASETS, dims)
     data = read_pickle_checked(path, sha256, allow_unverified, dataset=dataset)
     out = {}
     for split in SPLITS:
-        s = _Split(data, path, split)
+        s = _Split(data, path, split, dims)
         for key in ("text", "audio", "vision", "labels"):
             s.get(key)
         ids = s.strings("id") if s.has("id") else None
-        text = s.features("text", dims["text"])
-        audio = s.features("audio", dims["audio"])
-        vision = s.features("vision", dims["vision"])
+        text = s.features("text")
+        audio = s.features("audio")
+        vision = s.features("vision")
         labels = _iemocap_labels(s) if dataset == "iemocap" else s.sentiment("labels")
         n = s.check_n()
         if ids is None:
             ids = [f"{split}/{i}" for i in range(n)]
-        out[split] = PaddedSplit(ids=ids, audio=audio, audio_len=_row_lengths(audio), vision=vision,
-                                 vision_len=_row_lengths(vision), labels=labels, raw_text=None,
-                                 text=text, text_len=_row_lengths(text))
+        full = {m: np.full(n, a.shape[1], dtype=np.int64) for m, a in
+                (("text", text), ("audio", audio), ("vision", vision))}  # MulT reads every step
+        out[split] = PaddedSplit(ids=ids, audio=audio, audio_len=full["audio"], vision=vision,
+                                 vision_len=full["vision"], labels=labels, raw_text=None,
+                                 text=text, text_len=full["text"],
+                                 length_keys={m: f"{m} (steps; MulT keeps no lengths)" for m in full}
+                                 | {"label": "labels"})
     _check_sizes(path, dataset, out)
     return out
 

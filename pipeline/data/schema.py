@@ -55,6 +55,7 @@ class PaddedSplit:
     text: np.ndarray | None = None  # (N, L, d_text) float32 precomputed text features, if any
     text_len: np.ndarray | None = None
     extra: dict = field(default_factory=dict)  # e.g. MMSA's text_bert token ids (N, 3, L)
+    length_keys: dict = field(default_factory=dict)  # modality -> the source key of its lengths
 
     def __len__(self) -> int:
         return len(self.ids)

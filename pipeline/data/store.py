@@ -2,17 +2,22 @@
 
 Layout (DESIGN.md, "HDF5 store"):
   /{train,valid,test}/{audio,vision}        float32 (N, L, d)
-  /{split}/{audio,vision}_len                int64 (N,)   true lengths before cut/pad
+  /{split}/{audio,vision}_len                int64 (N,)   true lengths (after a requested cut)
   /{split}/text, /{split}/text_len           precomputed text features, when the source has them
   /{split}/label                             float32 (N,) in [-3, 3], or int64 (N, 4) for IEMOCAP
   /{split}/id, /{split}/raw_text             utf-8 strings (raw_text only where known)
-  file attrs: dataset, source, synthetic, task, seq_len, feature names, input sha256s, params.
+  Each modality has its own number of steps L_m (unaligned files: e.g. 50 / 375 / 500).
+  file attrs: dataset, source, synthetic, task, features (names, e.g. "MMSA aligned_50.pkl audio
+  5-d"), dims, lengths (L_m), alignment (word | token | none), cut (utterances cut per split and
+  modality), ingest (check counts), seq_len (word-level sources), input sha256s, params, and
+  content_sha256: a digest of every array, which `verify_store` recomputes before training.
 
 Text features computed by the `embed` stage live in a second file of the same layout (text,
 text_len, text_bert) so that a DVC output is never rewritten by a later stage.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -106,8 +111,51 @@ def write_store(path: Path, splits: dict[str, PaddedSplit], attrs: dict) -> Path
                 g.create_dataset("raw_text", data=np.array(s.raw_text, dtype=object), dtype=STR)
             for key, a in s.extra.items():
                 g.create_dataset(key, data=a)
+        f.attrs["content_sha256"] = content_digest(f)
     log.info("wrote %s (%s)", path, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     return Path(path)
+
+
+def content_digest(f: h5py.File) -> str:
+    """sha256 over every dataset of an open HDF5 file: its name, dtype, shape and values, in name
+    order, read a block of rows at a time. Attributes are not included (they hold this digest)."""
+    h = hashlib.sha256()
+    names = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    for name in sorted(names):
+        ds = f[name]
+        h.update(f"{name}|{ds.dtype.str}|{ds.shape}|".encode())
+        if ds.dtype.kind == "O":  # strings
+            h.update(b"\0".join(x if isinstance(x, bytes) else str(x).encode() for x in ds[()]))
+            continue
+        if ds.ndim == 0:
+            h.update(np.asarray(ds[()]).tobytes())
+            continue
+        step = max(1, (64 << 20) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
+        for i in range(0, ds.shape[0], step):
+            h.update(np.ascontiguousarray(ds[i:i + step]).tobytes())
+    return h.hexdigest()
+
+
+def verify_store(path: Path) -> None:
+    """Recompute a store's content digest and compare it with the one written with it: a store
+    damaged after writing (a corrupted DVC cache, a partial copy) stops training here."""
+    with open_store(path) as f:
+        recorded = f.attrs.get("content_sha256")
+        if not recorded:
+            raise DataError(f"{path}: has no recorded checksum (content_sha256; written by an older "
+                            "version): rebuild it with `dvc repro`")
+        got = content_digest(f)
+    if got != recorded:
+        raise DataError(f"{path}: content checksum {got[:16]}... does not match the recorded "
+                        f"{str(recorded)[:16]}...: the file was damaged after it was written (a corrupted "
+                        "DVC cache?). Rebuild it: `dvc repro --force align` / `embed`, or `dvc checkout`")
+
+
+def verify_inputs(store: Path, text_file: Path) -> None:
+    """Both files training reads are intact."""
+    verify_store(store)
+    verify_store(text_file)
 
 
 def open_store(path: Path) -> h5py.File:

@@ -24,6 +24,11 @@ Deviations, and why:
   steps beyond its own length enter as zeros, and the LSTM is packed, so padded positions never
   reach the state (MMSA runs the LSTM over the padded sequence). A sample whose modalities are all
   empty is run as one zero step.
+- Unaligned data (each modality its own number of steps, e.g. MMSA's unaligned_50.pkl): MMSA
+  runs EF-LSTM on its aligned file only (`need_data_aligned`); with one store per dataset we run
+  it on what the store holds, the modalities' steps concatenated by position (step t of each
+  modality, zeros past a modality's own length). This is early fusion without alignment; use an
+  aligned file to compare with MMSA's EF-LSTM numbers.
 """
 from __future__ import annotations
 
@@ -51,13 +56,12 @@ class EFLSTM(MultimodalModel):
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         steps, lengths = [], []
+        T = max(batch[m].shape[1] for m in self.modalities)  # unaligned data: the longest axis
         for m in self.modalities:
-            x, n = batch[m], batch[f"{m}_len"]
-            if x.shape[1] != batch[self.modalities[0]].shape[1]:
-                raise ValueError("EF-LSTM needs word-aligned modalities (one time axis); got "
-                                 + ", ".join(f"{k}: {batch[k].shape[1]} steps" for k in self.modalities))
+            x, n = batch[m], batch[f"{m}_len"].clamp(max=batch[m].shape[1])
             mask = length_mask(n, x.shape[1]).to(x.dtype)[..., None]
-            steps.append(self.encoders[m](x) * mask)  # padded steps enter as zeros
+            h = self.encoders[m](x) * mask  # padded steps enter as zeros
+            steps.append(nn.functional.pad(h, (0, 0, 0, T - x.shape[1])))
             lengths.append(n)
         x = torch.cat(steps, dim=-1)
         lens = torch.stack(lengths).max(0).values.clamp(min=1, max=x.shape[1]).cpu()
