@@ -35,7 +35,7 @@ import pipeline
 from pipeline import paths
 from pipeline.config import Config, as_dict, fingerprint
 from pipeline.data.download import sha256_file
-from pipeline.data.store import atomic_path, remove_temp_files, write_atomic
+from pipeline.data.store import _raise_if_disk_full, atomic_path, remove_temp_files, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,12 @@ def keep_finished(folder: Path, out: Path) -> None:
     """A finished seed: copy its outputs into the seed folder and drop the epoch checkpoint."""
     done, partial = folder / DONE, folder / f".{DONE}.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(out, partial)
+    try:
+        shutil.copytree(out, partial)
+    except OSError as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        _raise_if_disk_full(e, done)
+        raise
     shutil.rmtree(done, ignore_errors=True)
     os.replace(partial, done)  # a folder appears complete or not at all
     (folder / "last.pt").unlink(missing_ok=True)
