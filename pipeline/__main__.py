@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from pipeline.config import load_config
         cfg = load_config(args.params)
+        from pipeline import paths
+        from pipeline.data.store import remove_temp_files  # what a killed run of this stage left
+        remove_temp_files(*paths.stage_outputs(args.stage, getattr(args, "dataset", None),
+                                               getattr(args, "variant", None)))
         if args.stage == "download":
             from pipeline.stages import download
             download(cfg, args.dataset)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline import config_checks
 from pipeline.errors import ConfigError
 
 PARAMS_FILE = Path("params.yaml")
@@ -357,6 +358,7 @@ def config_from_dict(raw: dict | None) -> Config:
     if cfg.data.iemocap.source in ("cmu", "mmsa"):
         raise ConfigError(f"data.iemocap.source: {cfg.data.iemocap.source!r} is not available for "
                           "IEMOCAP; allowed values: 'synthetic', 'mult' (MulT's iemocap_data.pkl)")
+    config_checks.check(cfg)  # settings that would make a switch inert or a run meaningless
     return cfg
 
 

@@ -15,3 +15,7 @@ class DataError(PipelineError):
 
 class DownloadError(PipelineError):
     """A remote file could not be fetched."""
+
+
+class DiskFullError(PipelineError):
+    """A write failed for lack of space; the message names the file."""

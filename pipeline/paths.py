@@ -36,3 +36,21 @@ def checkpoint_dir(dataset: str, variant: str, seed: int, key: str) -> Path:
     # Outside DVC's outputs (DVC deletes those before a stage runs), keyed by the run's inputs so
     # a resumed run never picks up a checkpoint made under other parameters.
     return DATA / "checkpoints" / f"{dataset}-{variant}-seed{seed}-{key}"
+
+
+def stage_outputs(stage: str, dataset: str | None = None, variant: str | None = None) -> list[Path]:
+    """What a stage writes (its dvc.yaml outs, and the train stage's checkpoints), for removing a
+    killed run's temporary files at the next start."""
+    if stage == "download":
+        return [raw_dir(dataset)]
+    if stage == "align":
+        return [aligned_store(dataset)]
+    if stage == "embed":
+        return [text_features(dataset)]
+    if stage == "train":
+        return [run_dir(dataset, variant), *(DATA / "checkpoints").glob(f"{dataset}-{variant}-seed*")]
+    if stage == "figures":
+        return [REPORTS / "figures", REPORTS / "plots"]
+    if stage == "report":
+        return [REPORTS / n for n in ("metrics.json", "README.md", "summary.md", "tables")]
+    return []

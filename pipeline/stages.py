@@ -16,7 +16,7 @@ from pipeline.data import checks, synthetic
 from pipeline.data.download import sha256_file
 from pipeline.data.schema import SPLITS, pad_utterances
 from pipeline.data.store import (atomic_path, content_digest, open_store, read_attrs, read_strings,
-                                  write_store)
+                                  write_atomic, write_store)
 from pipeline.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def download(cfg: Config, dataset: str) -> Path:
         if dcfg.sha256 and info["files"][str(path)] != dcfg.sha256.lower():
             raise DataError(f"{path}: sha256 {info['files'][str(path)]} does not match "
                             f"data.{dataset}.sha256 = {dcfg.sha256}")
-    marker.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    write_atomic(marker, json.dumps(info, indent=2, sort_keys=True) + "\n")
     log.info("download %s: %s source ready in %s", dataset, dcfg.source, out)
     return out
 

@@ -12,7 +12,8 @@ between `backward()` and `optimizer.step()`; the optimizer has one parameter gro
 encoder plus a shared one, so a balancer can scale a modality's learning rate.
 
 A checkpoint is written atomically after every epoch and an interrupted run resumes from it,
-ending with the same numbers as an uninterrupted one.
+ending with the same numbers as an uninterrupted one; finished seeds survive a killed stage. Both
+are reused only under the same code, parameters and inputs (pipeline/resume.py).
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -31,10 +31,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import paths
-from pipeline.config import Config, as_dict, fingerprint
+from pipeline import paths, resume
+from pipeline.config import Config, as_dict
 from pipeline.data.schema import IEMOCAP_EMOTIONS
-from pipeline.data.store import StoreDataset, atomic_path, read_attrs, read_strings, verify_inputs
+from pipeline.data.store import (StoreDataset, atomic_path, read_attrs, read_strings, verify_inputs,
+                                  write_atomic)
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.metrics import iemocap_metrics, regression_metrics, selection_score
 from pipeline.models.base import Balancer, count_parameters, out_dim_for, task_loss
@@ -200,17 +201,14 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
     from pipeline.models.balance import SGM
     monitor = SGM(rho=cfg.sgm.rho)  # computes Shapley values for the logs, changes nothing
 
-    key = fingerprint(as_dict(cfg), variant, text_attrs.get("store_sha256", ""))
-    ckpt_dir = paths.checkpoint_dir(dataset, variant, seed, key)
+    # same code, parameters and inputs, or not resumed
+    ckpt_dir = resume.seed_folder(resume.run_record(cfg, dataset, variant), seed)
     ckpt = ckpt_dir / "last.pt"
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": -1, "best_model": None,
              "history": [], "phase": 1, "phase2_epoch": None, "since_best": 0}
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(saved["model"])
-        optim.load_state_dict(saved["optim"])
-        torch.set_rng_state(saved["torch_rng"])
-        state = saved["state"]
+    saved = resume.load_checkpoint(ckpt, model, optim, device)
+    if saved is not None:
+        state = saved
         log.info("%s/%s seed %d: resuming after epoch %d from %s", dataset, variant, seed,
                  state["epoch"], ckpt)
 
@@ -294,17 +292,18 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
         "valid": state["history"][state["best_epoch"] - 1], "test": test,
         "params": count_parameters(model), "text_encoder": text_attrs.get("encoder"),
     }
-    (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    (out / "history.json").write_text(json.dumps(state["history"], indent=1, sort_keys=True) + "\n")
+    write_atomic(out / "metrics.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_atomic(out / "history.json", json.dumps(state["history"], indent=1, sort_keys=True) + "\n")
     _write_predictions(out / "predictions.csv", data["test"], test_out["pred"], test_labels, task)
     for key in ("fused", "gate_mean"):  # for the t-SNE (Figure 3) and gate (Figure 4) plots
         if key in test_out:
-            np.save(out / f"{key}_test.npy", test_out[key].astype(np.float32))
-    (out / "timing.json").write_text(json.dumps(
+            with atomic_path(out / f"{key}_test.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, test_out[key].astype(np.float32))
+    write_atomic(out / "timing.json", json.dumps(
         {"train_seconds_this_process": round(time.perf_counter() - started, 3),
          "device": str(device)}, indent=2) + "\n")
     live.end()
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the outputs now hold everything
+    resume.keep_finished(ckpt_dir, out)  # a rerun after a later seed's kill restores this one
     log.info("%s/%s seed %d: test %s", dataset, variant, seed,
              ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
     return result
@@ -324,14 +323,12 @@ def _log_epoch(live, record: dict) -> None:
 
 
 def _save_checkpoint(path: Path, model, optim, state) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "optim": optim.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "state": state}, tmp)
+    resume.save_checkpoint(path, model, optim, state)
 
 
 def _write_predictions(path: Path, data: StoreDataset, outputs: np.ndarray, labels: np.ndarray, task: str):
     ids = read_strings(data.store, data.split, "id")
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         if task == "regression":
             w.writerow(["id", "prediction", "label"])
@@ -357,8 +354,23 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
             d.mkdir(parents=True, exist_ok=True)
             r = {"dataset": dataset, "variant": variant, "seed": s, "status": "not applicable",
                  "reason": reason}
-            (d / "metrics.json").write_text(json.dumps(r, indent=2, sort_keys=True) + "\n")
+            write_atomic(d / "metrics.json", json.dumps(r, indent=2, sort_keys=True) + "\n")
             results.append(r)
         log.warning("%s/%s: not applicable (%s)", dataset, variant, reason)
         return results
-    return [train_seed(vcfg, dataset, variant, s, paths.seed_dir(dataset, variant, s)) for s in vcfg.seeds]
+    results = [_finished_seed(vcfg, dataset, variant, s)
+               or train_seed(vcfg, dataset, variant, s, paths.seed_dir(dataset, variant, s))
+               for s in vcfg.seeds]
+    resume.clean(dataset, variant)  # every seed is in the outputs now
+    return results
+
+
+def _finished_seed(cfg: Config, dataset: str, variant: str, seed: int) -> dict | None:
+    """The result of a seed that an interrupted run of this stage finished under the same code,
+    parameters and inputs (DVC deleted its outputs before rerunning the stage), restored."""
+    out = paths.seed_dir(dataset, variant, seed)
+    if not resume.restore_finished(resume.seed_folder(resume.run_record(cfg, dataset, variant), seed), out):
+        return None
+    log.info("%s/%s seed %d: finished by an interrupted run under the same code, parameters and "
+             "inputs; outputs restored, not retrained", dataset, variant, seed)
+    return json.loads((out / "metrics.json").read_text())

@@ -19,6 +19,7 @@ TINY_PARAMS = {
     "data": {d: {"synthetic_scale": None} for d in ("mosi", "mosei", "iemocap")},
     "text": {"encoder": "tiny-random-bert", "max_tokens": 16},
     "train": {"epochs": 3, "batch_size": 16, "hidden": 16, "device": "cpu"},
+    "sgm": {"start_epoch": 2},  # within the 3 epochs: SGM acts (config_checks refuses otherwise)
 }
 
 

@@ -28,7 +28,8 @@ def test_variant_trains_through_the_trainer(tiny_project, variant):
 
 
 def test_mag_bert_runs_on_the_bert_path(tiny_project):
-    cfg = tiny_project({"text": {"finetune": True, "max_tokens": 16}, "train": {"epochs": 1}})
+    cfg = tiny_project({"text": {"finetune": True, "max_tokens": 16}, "train": {"epochs": 1},
+                        "variants": ["mag_bert"]})
     (res,) = train.train_variant(cfg, "mosi", "mag_bert")
     assert np.isfinite(res["test"]["mae"])
 
@@ -40,7 +41,9 @@ def test_mag_bert_needs_finetuning(tiny_project):
 
 
 def test_pase_finetunes_bert_when_asked(tiny_project):
-    cfg = tiny_project({"text": {"finetune": True, "max_tokens": 16}, "train": {"epochs": 1}})
+    cfg = tiny_project({"text": {"finetune": True, "max_tokens": 16}, "train": {"epochs": 1},
+                        "sgm": {"enabled": False}})  # one epoch: SGM could not act
+
     (res,) = train.train_variant(cfg, "mosi", "pase")
     assert res["params"] > 100_000  # the tiny BERT's weights are part of the model
 

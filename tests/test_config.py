@@ -18,8 +18,8 @@ def test_repository_params_load():
 
 
 def test_defaults_fill_missing_sections():
-    cfg = config_from_dict({"train": {"epochs": 3}})
-    assert cfg.train.epochs == 3 and cfg.train.batch_size == 64
+    cfg = config_from_dict({"train": {"epochs": 4}})
+    assert cfg.train.epochs == 4 and cfg.train.batch_size == 64
     assert cfg.data.mosi.source == "synthetic"
 
 

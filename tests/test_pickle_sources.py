@@ -28,7 +28,8 @@ def test_mmsa_pickle_to_trained_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pkl = user_file("mosi", "aligned_50.pkl", mmsa_data())
     write_params(tmp_path / "params.yaml", {"data": {"seq_len": 8, "mosi": {
-        "source": "mmsa", "path": str(pkl), "sha256": sha(pkl)}}, "train": {"epochs": 1}})
+        "source": "mmsa", "path": str(pkl), "sha256": sha(pkl)}}, "train": {"epochs": 1},
+        "variants": ["late_fusion"]})
     raw = mmsa_data()
     cfg = load_config("params.yaml")
     stages(cfg, "mosi")
@@ -60,7 +61,8 @@ def test_mult_iemocap_uses_its_own_text_features(tmp_path, monkeypatch):
     data, _ = mult_data("iemocap")
     pkl = user_file("iemocap", "iemocap_data.pkl", data)
     write_params(tmp_path / "params.yaml", {"datasets": ["iemocap"], "data": {"iemocap": {
-        "source": "mult", "path": str(pkl), "allow_unverified_pickle": True}}, "train": {"epochs": 1}})
+        "source": "mult", "path": str(pkl), "allow_unverified_pickle": True}}, "train": {"epochs": 1},
+        "variants": ["late_fusion"]})
     cfg = load_config("params.yaml")
     stages(cfg, "iemocap")
     t = read_attrs(paths.text_features("iemocap"))

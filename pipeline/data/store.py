@@ -17,10 +17,13 @@ text_len, text_bert) so that a DVC output is never rewritten by a later stage.
 """
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 
 from pipeline.data.schema import LABEL_RANGE, SPLITS, PaddedSplit
-from pipeline.errors import DataError
+from pipeline.errors import DataError, DiskFullError
 
 log = logging.getLogger(__name__)
 STR = h5py.string_dtype("utf-8")
@@ -42,14 +45,62 @@ def atomic_path(path: Path):
     so an interrupted or failed write never leaves a file that looks complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        _raise_if_disk_full(e, path)
+        raise
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        _raise_if_disk_full(e, path)
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _raise_if_disk_full(e: OSError, path: Path) -> None:
+    # h5py reports a failed write as OSError without errno, the errno inside its message
+    if e.errno == errno.ENOSPC or "No space left on device" in str(e) or "errno = 28" in str(e):
+        raise DiskFullError(f"{path}: disk full (no space left on device) while writing it; the "
+                            f"previous version, if any, is untouched. Free space on the file system "
+                            f"of {path.parent} and rerun") from None
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write a whole file so that it appears complete or not at all."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(path)
+
+
+# atomic_path's temporary names: "." + target name + "." + 8 random characters (tempfile's
+# alphabet) + ".tmp"
+_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_temp_files(*targets: Path) -> list[Path]:
+    """Remove what killed writers left behind: atomic_path's temporary files of each target file
+    (siblings `.<name>.<random>.tmp`) and, for a target folder, those anywhere inside it. Called
+    at a stage's start for its own outputs only, so no live writer of another stage is touched."""
+    removed = []
+    for target in map(Path, targets):
+        if target.is_dir():
+            found = [p for p in target.rglob(".*.tmp") if _TEMP.match(p.name)]
+        elif target.parent.is_dir():
+            found = [p for p in target.parent.glob(f".{glob.escape(target.name)}.*.tmp")
+                     if _TEMP.match(p.name)]
+        else:
+            found = []
+        for p in found:
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+                log.info("removed %s, left by an interrupted write", p)
+    return removed
 
 
 def _check_split(name: str, s: PaddedSplit, task: str) -> None:

@@ -48,6 +48,7 @@ from matplotlib.lines import Line2D
 
 from pipeline import paths
 from pipeline.config import Config
+from pipeline.data.store import atomic_path, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ SENTIMENTS = ("Negative", "Neutral", "Positive")
 SENTIMENT_COLOR = {"Negative": "#d62728", "Neutral": "#7f7f7f", "Positive": "#1f77b4"}
 NEUTRAL_BAND = 0.5  # prototype_classes' default: the scores Acc-7 rounds to 0
 TSNE_MAX_POINTS = 1500
+TSNE_MIN_POINTS = 10  # fewer test utterances: no t-SNE panel
 RANDOM_STATE = 0
 DPI = 150
 SYNTH = "SYNTHETIC DATA"
@@ -74,6 +76,13 @@ GAIN_METRICS = {"mosi": (("f1_non0", "F1 (non0)"),), "mosei": (("f1_non0", "F1 (
                 "iemocap": (("mean_f1", "mean F1"), ("wa", "WA"))}
 FIGURES = {"fig1_modality_gain": "modality_gain.csv", "fig3_tsne": "tsne",
            "fig4_gates": "gates.csv", "fig5_shapley": "shapley"}
+
+
+SKIPPED = "skipped.json"  # under reports/plots: {figure: why it was not drawn}, for the report
+
+
+class Skip(Exception):
+    """A figure cannot be drawn from this run set; the message says why (shown in the report)."""
 
 
 # ------------------------------------------------------------------ reading runs
@@ -140,19 +149,15 @@ def sentiment_classes(y: np.ndarray, band: float = NEUTRAL_BAND) -> np.ndarray:
 
 
 def _save(fig: Figure, path: Path, title: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    # No date in the metadata: the same runs give the same bytes.
-    fig.savefig(tmp, dpi=DPI, format="png", metadata={"Title": title, "Software": "pipeline.report.figures"})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        # No date in the metadata: the same runs give the same bytes.
+        fig.savefig(tmp, dpi=DPI, format="png", metadata={"Title": title, "Software": "pipeline.report.figures"})
     return path
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
     return path
 
 
@@ -192,9 +197,8 @@ def modality_gain(cfg: Config, fig_dir: Path, plot_dir: Path) -> dict[str, Path]
                              "n_seeds": len(seeds), "seeds": " ".join(map(str, seeds)),
                              "synthetic": synth})
     if not rows:
-        log.info("figures: skipping fig1_modality_gain: needs runs of pase-T and of pase-TA, "
-                 "pase-TV or pase (variants %s)", ", ".join(cfg.variants))
-        return {}
+        raise Skip("needs runs of pase-T and of pase-TA, pase-TV or pase (variants: "
+                   f"{', '.join(cfg.variants)})")
     df = pd.DataFrame(rows)
     groups = list(dict.fromkeys(zip(df.dataset, df.metric)))
     present = [c for c, _, _ in COMBOS if c in set(df.combination)]
@@ -256,8 +260,7 @@ def tsne_figure(cfg: Config, fig_dir: Path, plot_dir: Path) -> dict[str, Path]:
     ds = _regression_dataset(cfg)
     seed = cfg.seeds[0]
     if ds is None:
-        log.info("figures: skipping fig3_tsne: needs MOSI or MOSEI in datasets")
-        return {}
+        raise Skip("needs MOSI or MOSEI in datasets")
     baselines = sorted((v for v in cfg.variants if not v.startswith("pase")),
                        key=lambda v: (v != "self_mm", cfg.variants.index(v)))
     panels = []
@@ -265,9 +268,7 @@ def tsne_figure(cfg: Config, fig_dir: Path, plot_dir: Path) -> dict[str, Path]:
         run = next((r for r in _load_runs(cfg, ds, variant) if r["seed"] == seed), None)
         if run is None or not (run["dir"] / "fused_test.npy").exists():
             if variant == "pase":
-                log.info("figures: skipping fig3_tsne: no fused_test.npy of pase on %s, seed %d",
-                         ds, seed)
-                return {}
+                raise Skip(f"no fused_test.npy of pase on {ds}, seed {seed}")
             continue
         if variant != "pase" and len(panels) >= 2:
             continue
@@ -277,7 +278,7 @@ def tsne_figure(cfg: Config, fig_dir: Path, plot_dir: Path) -> dict[str, Path]:
     for variant, run in panels:
         fused = np.load(run["dir"] / "fused_test.npy").astype(np.float64)
         pred = _read_predictions(run["dir"])
-        if len(pred) != len(fused) or len(fused) < 10:
+        if len(pred) != len(fused) or len(fused) < TSNE_MIN_POINTS:
             log.warning("figures: fig3_tsne: %s has %d fused vectors for %d predictions; panel "
                         "left out", run["dir"], len(fused), len(pred))
             continue
@@ -287,8 +288,8 @@ def tsne_figure(cfg: Config, fig_dir: Path, plot_dir: Path) -> dict[str, Path]:
             idx = np.sort(np.random.default_rng(rng_state).choice(len(idx), TSNE_MAX_POINTS,
                                                                  replace=False))
         x, cls = fused[idx], classes[idx]
-        if x.shape[1] > 50:
-            x = PCA(50, svd_solver="full", random_state=rng_state).fit_transform(x)
+        if x.shape[1] > 50:  # at most as many components as points (small test splits)
+            x = PCA(min(50, len(x)), svd_solver="full", random_state=rng_state).fit_transform(x)
         perplexity = float(min(30.0, (len(x) - 1) / 3))
         # One thread: Barnes-Hut's OpenMP loop is 2-3x slower on a busy 2-core machine with
         # more, and one thread sums in one fixed order (same bytes on every run).
@@ -302,8 +303,7 @@ def tsne_figure(cfg: Config, fig_dir: Path, plot_dir: Path) -> dict[str, Path]:
             "tsne_x": emb[:, 0], "tsne_y": emb[:, 1], "label": pred["label"].to_numpy()[idx],
             "sentiment": [SENTIMENTS[c] for c in cls], "synthetic": bool(run["metrics"].get("synthetic"))}))
     if not results or results[-1][0] != "pase":
-        log.info("figures: skipping fig3_tsne: no usable PaSE panel")
-        return {}
+        raise Skip(f"no usable PaSE panel (t-SNE needs at least {TSNE_MIN_POINTS} test utterances)")
     synthetic = _synthetic([r for _, r, *_ in results])
     n = len(results[-1][2])
     title = _title(f"t-SNE of the fused test representations, {DATASET_NAME[ds]}, seed {seed} "
@@ -352,9 +352,7 @@ def gates_figure(cfg: Config, fig_dir: Path, plot_dir: Path) -> dict[str, Path]:
         ds = _regression_dataset(cfg)
         runs = usable(ds) if ds else []
     if not runs:
-        log.info("figures: skipping fig4_gates: no gate_mean_test.npy of pase (PGF on) on "
-                 "IEMOCAP or MOSI/MOSEI")
-        return {}
+        raise Skip("no gate_mean_test.npy of pase (PGF on) on IEMOCAP or MOSI/MOSEI")
     per_seed, groups, counts = [], None, None
     mods = None
     for r in runs:
@@ -378,8 +376,7 @@ def gates_figure(cfg: Config, fig_dir: Path, plot_dir: Path) -> dict[str, Path]:
         per_seed.append(table)
         counts = np.bincount(grp, minlength=len(groups))
     if not per_seed:
-        log.info("figures: skipping fig4_gates: no usable gate file")
-        return {}
+        raise Skip("no usable gate file")
     stack = np.stack(per_seed)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a group absent from every seed: nan
@@ -488,8 +485,7 @@ def shapley_figure(cfg: Config, fig_dir: Path, plot_dir: Path) -> dict[str, Path
             log.info("figures: fig5_shapley: %s has no pase-no_sgm runs; drawing PaSE with SGM only", ds)
         panels.append((ds, found))
     if not panels:
-        log.info("figures: skipping fig5_shapley: needs history.json with Shapley values of pase")
-        return {}
+        raise Skip("needs history.json with Shapley values of pase")
     synthetic = _synthetic([r for _, found in panels for v in found.values() for r in v[1]])
     has_no_sgm = any("pase-no_sgm" in found for _, found in panels)
     title = _title("Modality contributions (Shapley shares, left) and validation score (right)\n"
@@ -558,17 +554,30 @@ def make_figures(cfg: Config, out_dir: Path = paths.REPORTS) -> dict[str, Path]:
     """Draw every figure whose runs exist. Returns {name: path}: the PNGs as `fig1_modality_gain`,
     `fig3_tsne`, `fig4_gates`, `fig5_shapley`, and their data as `modality_gain` (CSV), `tsne`
     (folder of CSVs), `gates` (CSV), `shapley` (folder of CSVs). A skipped figure has no entry,
-    and its old PNG and data are removed."""
+    its old PNG and data are removed, and reports/plots/skipped.json says why (the report shows
+    it). Both folders always exist, as dvc.yaml declares them, whatever subset of datasets and
+    variants ran."""
     out_dir = Path(out_dir)
     fig_dir, plot_dir = out_dir / "figures", out_dir / "plots"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    plot_dir.mkdir(parents=True, exist_ok=True)
     made: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
     for name, maker in (("fig1_modality_gain", modality_gain), ("fig3_tsne", tsne_figure),
                         ("fig4_gates", gates_figure), ("fig5_shapley", shapley_figure)):
-        result = maker(cfg, fig_dir, plot_dir)
+        try:
+            result = maker(cfg, fig_dir, plot_dir)
+        except Skip as e:
+            log.info("figures: skipping %s: %s", name, e)
+            skipped[name], result = str(e), {}
+        except Exception as e:  # noqa: BLE001 - one figure must not cost the others and the report
+            log.exception("figures: %s failed; skipped", name)
+            skipped[name], result = f"drawing failed ({type(e).__name__}: {e})", {}
         if not result:
             _remove(fig_dir / f"{name}.png")
             _remove(plot_dir / FIGURES[name])
         made.update(result)
+    write_atomic(plot_dir / SKIPPED, json.dumps(skipped, indent=2, sort_keys=True) + "\n")
     for name, p in made.items():
         if name.startswith("fig"):
             log.info("figures: wrote %s", p)

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import paths
+from pipeline import config_checks
 from pipeline.config import Config
 from pipeline.data.schema import IEMOCAP_EMOTIONS
+from pipeline.data.store import write_atomic
 from pipeline.errors import DataError
 from pipeline.metrics import REGRESSION_METRICS
 from pipeline.report.tables import (SYNTHETIC_TITLE, Runs, build_tables, name, to_markdown,
@@ -95,7 +97,7 @@ def _settings(cfg: Config, runs: Runs, variants: list[str]) -> list[str]:
         f"- Seeds: {', '.join(map(str, cfg.seeds))} ({len(cfg.seeds)} runs per variant and dataset)",
         f"- Variants: {', '.join(variants)}",
         f"- Training devices: {', '.join(devices) or 'not recorded'}",
-    ]
+    ] + [f"- **WARNING** (params): {w}" for w in config_checks.warnings(cfg)]
 
 
 HOW_TO_READ = (
@@ -152,14 +154,27 @@ def readme(cfg: Config, runs: Runs, variants: list[str], tables, out_dir: Path) 
     for t in tables:
         lines += [to_markdown(t, level=2), ""]
     lines += ["## Figures", ""]
+    skipped = _skipped_figures(out_dir)
     for fname, caption in FIGURES:
         f = out_dir / "figures" / fname
         if f.exists():
             lines += [f"![{caption}](figures/{fname})", "", f"*{caption}.*", ""]
+        elif fname.removesuffix(".png") in skipped:
+            lines += [f"- {caption}: not drawn for this run set — "
+                      f"{skipped[fname.removesuffix('.png')]}.", ""]
         else:
             lines += [f"- {caption}: not available — `{f}` did not "
                       "exist when this report was written (the figures stage makes it).", ""]
     return "\n".join(lines)
+
+
+def _skipped_figures(out_dir: Path) -> dict[str, str]:
+    """{figure: why the figures stage did not draw it} (reports/plots/skipped.json)."""
+    f = out_dir / "plots" / "skipped.json"
+    try:
+        return json.loads(f.read_text()) if f.exists() else {}
+    except ValueError:
+        return {}
 
 
 def summary_markdown(cfg: Config, runs: Runs, metrics: dict) -> str:
@@ -212,10 +227,10 @@ def report(cfg: Config, variants: list[str], out_dir: Path = paths.REPORTS, n_bo
     metrics = metrics_json(runs)
     tables = build_tables(runs, list(cfg.seeds), n_boot=n_boot, boot_seed=boot_seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     written = write_tables(tables, out_dir / "tables")
-    (out_dir / "README.md").write_text(readme(cfg, runs, variants, tables, out_dir) + "\n")
-    (out_dir / "summary.md").write_text(summary_markdown(cfg, runs, metrics) + "\n")
+    write_atomic(out_dir / "README.md", readme(cfg, runs, variants, tables, out_dir) + "\n")
+    write_atomic(out_dir / "summary.md", summary_markdown(cfg, runs, metrics) + "\n")
     log.info("report: wrote %s, %s, %s and %d table files under %s", out_dir / "metrics.json",
              out_dir / "README.md", out_dir / "summary.md", len(written), out_dir / "tables")
     return out_dir / "summary.md"

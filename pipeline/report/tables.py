@@ -37,6 +37,7 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.data.schema import IEMOCAP_EMOTIONS
+from pipeline.data.store import atomic_path, write_atomic
 from pipeline.errors import DataError
 from pipeline.report import paper
 from pipeline.report.stats import PairedBootstrap, mean_std, paired_test
@@ -754,7 +755,7 @@ def to_latex(t: Table) -> str:
 
 
 def write_csv(t: Table, path: Path) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="raise")
         w.writeheader()
         for rec in t.records:
@@ -786,7 +787,7 @@ def write_tables(tables: list[Table], out_dir: Path) -> list[Path]:
     for t in tables:
         for suffix, text in ((".md", to_markdown(t)), (".tex", to_latex(t))):
             path = out_dir / f"{t.name}{suffix}"
-            path.write_text(text + "\n")
+            write_atomic(path, text + "\n")
             written.append(path)
         write_csv(t, out_dir / f"{t.name}.csv")
         written.append(out_dir / f"{t.name}.csv")

@@ -1,0 +1,118 @@
+"""Settings that pass the type and range checks but would make a switch inert or a number
+meaningless. `check` refuses them at load time (ConfigError naming the key, the value and why);
+`warnings` lists the few a user may want on purpose, which the log and the report's settings
+then show.
+
+Checks that depend on a variant judge the variant's effective config (pipeline/variants.py):
+`pase-no_sgm` switches SGM off, so an SGM setting that never takes effect matters only for the
+variants that use SGM, and only when they are in `variants`.
+"""
+from __future__ import annotations
+
+import logging
+
+from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+SEED_MAX = 2**32 - 1  # numpy's seed range (random, numpy and torch are all seeded)
+_busy = False  # variant_config loads configs itself: check those once, at the top
+_logged: set[str] = set()
+
+
+def check(cfg) -> None:
+    """Refuse an inert or meaningless setting; log each warning once per process."""
+    global _busy
+    if _busy:
+        return
+    _busy = True
+    try:
+        _check_global(cfg)
+        for v, vcfg in _variants(cfg):
+            _check_variant(vcfg, v)
+        found = warnings(cfg)
+    finally:
+        _busy = False
+    for w in found:
+        if w not in _logged:
+            _logged.add(w)
+            log.warning("params: %s", w)
+
+
+def warnings(cfg) -> list[str]:
+    """Settings a user may want, but should know about (shown in the report's settings)."""
+    out = []
+    for v, vcfg in _variants(cfg):
+        if _uses_sgm(vcfg) and vcfg.sgm.switch == "epoch" and max(vcfg.sgm.start_epoch, 2) == vcfg.train.epochs:
+            out.append(f"sgm.start_epoch: {vcfg.sgm.start_epoch} with train.epochs: {vcfg.train.epochs}: "
+                       f"in {v!r} SGM (phase 2) acts on the last epoch only")
+    if cfg.loss.mu == 0 and (cfg.pcl.enabled or cfg.cal.enabled):
+        out.append("loss.mu: 0 removes the PCL and CAL loss terms (Eq. 15): the pase-no_pcl and "
+                   "pase-no_cal ablations then differ from pase only where prototypes feed the fusion")
+    return list(dict.fromkeys(out))
+
+
+def _variants(cfg):
+    global _busy
+    from pipeline.variants import variant_config
+    was, _busy = _busy, True
+    try:
+        return [(v, variant_config(cfg, v)) for v in cfg.variants]
+    finally:
+        _busy = was
+
+
+def _check_global(cfg) -> None:
+    if not cfg.datasets:
+        raise ConfigError("datasets: [] is empty; at least one of 'mosi', 'mosei', 'iemocap' is needed")
+    if not cfg.variants:
+        raise ConfigError("variants: [] is empty; at least one variant is needed (pipeline/variants.py)")
+    for i, s in enumerate(cfg.seeds):
+        if not 0 <= s <= SEED_MAX:
+            raise ConfigError(f"seeds[{i}]: {s} is out of range; allowed: 0 <= seed <= {SEED_MAX} "
+                              "(the range numpy accepts)")
+    if cfg.train.lr == 0:
+        raise ConfigError("train.lr: 0.0 means the weights never change, so every run would report "
+                          "its random initialisation; allowed: train.lr > 0")
+    for sec in ("ogm", "mmpareto"):
+        w = getattr(cfg, sec)
+        if w.end_epoch is not None and w.end_epoch < w.start_epoch:
+            raise ConfigError(f"{sec}.end_epoch: {w.end_epoch} is before {sec}.start_epoch "
+                              f"{w.start_epoch}: the window (1-based, inclusive) is empty, so the "
+                              f"balancer would never act; allowed: {sec}.end_epoch >= "
+                              f"{sec}.start_epoch, or null (to the last epoch)")
+    if cfg.cp.end_epoch <= cfg.cp.start_epoch:
+        raise ConfigError(f"cp.end_epoch: {cfg.cp.end_epoch} is not after cp.start_epoch "
+                          f"{cfg.cp.start_epoch}: the window [start, end) (0-based) is empty, so "
+                          "CP+SL's penalty would never act; allowed: cp.end_epoch > cp.start_epoch")
+
+
+def _uses_sgm(cfg) -> bool:
+    return cfg.balancer == "sgm" and cfg.sgm.enabled  # as build_balancer in pipeline/train.py
+
+
+def _check_variant(cfg, v: str) -> None:
+    epochs = cfg.train.epochs
+    if _uses_sgm(cfg):
+        # phase 2 is decided after an epoch, so it can begin at epoch 2 at the earliest
+        if cfg.sgm.switch == "epoch" and max(cfg.sgm.start_epoch, 2) > epochs:
+            raise ConfigError(
+                f"sgm.start_epoch: {cfg.sgm.start_epoch} with train.epochs: {epochs}: phase 2 (SGM) "
+                f"would never start, so variant {v!r} would train exactly as without SGM "
+                f"(pase-no_sgm); allowed: sgm.start_epoch <= train.epochs (and train.epochs >= 2), "
+                "or sgm.enabled: false")
+        if cfg.sgm.switch == "plateau" and cfg.sgm.patience + 2 > epochs:
+            raise ConfigError(
+                f"sgm.patience: {cfg.sgm.patience} with train.epochs: {epochs}: a plateau that long "
+                f"cannot occur (phase 2 could begin at epoch {cfg.sgm.patience + 2} at the earliest), "
+                f"so variant {v!r} would train exactly as without SGM; allowed: sgm.patience <= "
+                "train.epochs - 2, or sgm.switch: epoch")
+    windows = {"ogm_ge": ("ogm", cfg.ogm.start_epoch, epochs),  # 1-based: inert past the last epoch
+               "mmpareto": ("mmpareto", cfg.mmpareto.start_epoch, epochs),
+               "cp": ("cp", cfg.cp.start_epoch + 1, epochs)}  # 0-based [start, end)
+    if cfg.balancer in windows:
+        sec, first, last = windows[cfg.balancer]
+        if first > last:
+            raise ConfigError(
+                f"{sec}.start_epoch: {getattr(cfg, sec).start_epoch} with train.epochs: {epochs}: "
+                f"the {cfg.balancer} window starts after the last epoch, so variant {v!r} would "
+                "train without it; allowed: a start within the run's epochs")

@@ -1,0 +1,196 @@
+"""Resume only under the same code, parameters and inputs; finished seeds survive a kill; a broken
+checkpoint is set aside; a full disk is named (pipeline/resume.py)."""
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pipeline import paths, resume, train
+from pipeline.config import load_config
+from pipeline.errors import DiskFullError
+from pipeline.stages import align, download, embed
+from tests.conftest import ROOT, write_params
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+COMPARED = ("metrics.json", "history.json", "predictions.csv", "fused_test.npy", "gate_mean_test.npy")
+
+
+def outputs(variant="late_fusion", seeds=(0,)) -> dict[str, bytes]:
+    """Every output compared byte for byte (timing.json holds wall time, live/ dvclive's
+    timestamps: both are left out)."""
+    out = {}
+    for s in seeds:
+        for name in COMPARED:
+            f = paths.seed_dir("mosi", variant, s) / name
+            if f.exists():
+                out[f"seed{s}/{name}"] = f.read_bytes()
+    return out
+
+
+def die_after_epoch(monkeypatch, epoch, seed=None):
+    real = train._save_checkpoint
+
+    def save_then_die(path, model, optim, state):
+        real(path, model, optim, state)
+        if state["epoch"] == epoch and (seed is None or f"seed{seed}-" in str(path)):
+            raise KeyboardInterrupt(f"killed after epoch {epoch}")
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
+    return real
+
+
+def test_code_deps_are_the_train_stage_deps_in_dvc_yaml():
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    assert {d for d in deps if not d.startswith("data/")} == set(resume.CODE_DEPS)
+    hashes = resume.code_hashes()
+    assert "pipeline/models/late_fusion.py" in hashes and "pipeline/train.py" in hashes
+    assert not any("__pycache__" in k for k in hashes)
+
+
+def _run_cli(work: Path, env: dict, kill_when=None) -> subprocess.CompletedProcess | None:
+    cmd = [sys.executable, "-m", "pipeline", "train", "--dataset", "mosi", "--variant", "late_fusion"]
+    if kill_when is None:
+        return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300, check=True)
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not kill_when() and time.time() < deadline:
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    return None
+
+
+@pytest.mark.slow  # three `python -m pipeline train` processes
+def test_changed_model_code_is_not_resumed(tiny_project, tmp_path):
+    """Kill a run, change a model file, rerun: the old checkpoint is discarded with the file
+    named, and the result equals a fresh run of the new code (resuming would not)."""
+    tiny_project({"variants": ["late_fusion"], "train": {"epochs": 60}})
+    shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PIPELINE_LOG="INFO", PYTHONPATH=str(tmp_path))
+    ckpts = tmp_path / "data" / "checkpoints"
+    _run_cli(tmp_path, env, kill_when=lambda: any(ckpts.glob("*/last.pt")))
+    (old,) = [p.parent for p in ckpts.glob("*/last.pt")]
+    model = tmp_path / "pipeline" / "models" / "late_fusion.py"
+    model.write_text(model.read_text().replace("nn.ReLU()", "nn.Tanh()"))  # same shapes, other numbers
+
+    rerun = _run_cli(tmp_path, env)
+    assert f"discarding {old.relative_to(tmp_path)}" in rerun.stderr
+    assert "code changed: pipeline/models/late_fusion.py" in rerun.stderr
+    assert "resuming" not in rerun.stderr and not old.exists()
+    resumed_or_not = outputs()
+    shutil.rmtree(tmp_path / "data" / "runs")
+    _run_cli(tmp_path, env)  # from scratch with the new code
+    assert outputs() == resumed_or_not
+
+
+@pytest.mark.parametrize("change", ["parameters", "inputs"])
+def test_changed_parameters_or_inputs_are_not_resumed(tiny_project, monkeypatch, caplog, change):
+    cfg = tiny_project({"variants": ["late_fusion"], "train": {"epochs": 3}})
+    real = die_after_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_variant(cfg, "mosi", "late_fusion")
+    monkeypatch.setattr(train, "_save_checkpoint", real)
+    if change == "parameters":
+        write_params(Path("params.yaml"), {"variants": ["late_fusion"], "train": {"epochs": 3, "lr": 0.002}})
+        cfg = load_config("params.yaml")
+        expected = "parameters changed: train.lr 0.003 -> 0.002"
+    else:  # other data, same training parameters (the data sections act through the files)
+        write_params(Path("params.yaml"), {"variants": ["late_fusion"], "train": {"epochs": 3},
+                                           "synthetic": {"seed": 99}})
+        cfg = load_config("params.yaml")
+        download(cfg, "mosi"), align(cfg, "mosi"), embed(cfg, "mosi")
+        expected = "inputs changed: data/aligned/mosi.h5, data/embedded/mosi.h5"
+    with caplog.at_level(logging.INFO):
+        train.train_variant(cfg, "mosi", "late_fusion")
+    assert "discarding" in caplog.text and expected in caplog.text
+    assert "resuming" not in caplog.text
+    if change == "inputs":
+        assert "parameters changed" not in caplog.text
+
+
+CORRUPTIONS = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "empty": lambda p: p.write_bytes(b""),
+    "garbage": lambda p: p.write_bytes(os.urandom(4096)),
+    "another model": lambda p: torch.save({"model": {"w": torch.zeros(3)}, "optim": {},
+                                           "torch_rng": torch.get_rng_state(), "state": {}}, p),
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_broken_checkpoint_is_set_aside_and_the_seed_restarts(tiny_project, monkeypatch, caplog, corruption):
+    cfg = tiny_project({"variants": ["late_fusion"]})
+    train.train_variant(cfg, "mosi", "late_fusion")
+    reference = outputs()
+    real = die_after_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_variant(cfg, "mosi", "late_fusion")
+    monkeypatch.setattr(train, "_save_checkpoint", real)
+    (ckpt,) = paths.DATA.joinpath("checkpoints").glob("*/last.pt")
+    CORRUPTIONS[corruption](ckpt)
+    with caplog.at_level(logging.WARNING):
+        train.train_variant(cfg, "mosi", "late_fusion")
+    assert f"{ckpt}: unreadable checkpoint" in caplog.text and "restarts from its first epoch" in caplog.text
+    assert list(ckpt.parent.parent.glob("*/last.pt.corrupt-*")) or not ckpt.parent.exists()
+    assert outputs() == reference  # a fresh start of the same seed: the same numbers
+
+
+def test_full_disk_names_the_file_and_keeps_the_last_checkpoint(tiny_project, monkeypatch):
+    cfg = tiny_project({"variants": ["late_fusion"], "train": {"epochs": 3}})
+    real_open, calls = open, {"n": 0}
+
+    def second_checkpoint_to_a_full_disk(file, mode="r", *a, **kw):
+        if "last.pt" in str(file) and "w" in mode:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                return real_open("/dev/full", mode, *a, **kw)  # the kernel answers ENOSPC
+        return real_open(file, mode, *a, **kw)
+
+    monkeypatch.setattr(resume, "open", second_checkpoint_to_a_full_disk, raising=False)
+    with pytest.raises(DiskFullError, match=r"last\.pt: disk full \(no space left on device\)"):
+        train.train_variant(cfg, "mosi", "late_fusion")
+    (ckpt,) = paths.DATA.joinpath("checkpoints").glob("*/last.pt")
+    assert torch.load(ckpt, weights_only=False)["state"]["epoch"] == 1  # the last good one, intact
+    assert not [p for p in ckpt.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("kill", ["between seeds", "mid-seed"])
+def test_finished_seeds_survive_a_killed_stage(tiny_project, monkeypatch, caplog, kill):
+    cfg = tiny_project({"variants": ["late_fusion"], "seeds": [0, 1, 2]})
+    train.train_variant(cfg, "mosi", "late_fusion")
+    reference = outputs(seeds=(0, 1, 2))
+    assert not list(paths.DATA.joinpath("checkpoints").iterdir())  # a finished stage keeps nothing
+    shutil.rmtree(paths.run_dir("mosi", "late_fusion"))
+
+    real_seed, trained, killed = train.train_seed, [], []
+
+    def counting(cfg, dataset, variant, seed, out):
+        trained.append(seed)
+        if kill == "between seeds" and seed == 2 and not killed:
+            killed.append(seed)
+            raise KeyboardInterrupt("killed between seeds 1 and 2")
+        return real_seed(cfg, dataset, variant, seed, out)
+
+    monkeypatch.setattr(train, "train_seed", counting)
+    if kill == "mid-seed":
+        real = die_after_epoch(monkeypatch, 1, seed=2)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_variant(cfg, "mosi", "late_fusion")
+    if kill == "mid-seed":
+        monkeypatch.setattr(train, "_save_checkpoint", real)
+    shutil.rmtree(paths.run_dir("mosi", "late_fusion"))  # what DVC does before rerunning a stage
+    trained.clear()
+    with caplog.at_level(logging.INFO):
+        train.train_variant(cfg, "mosi", "late_fusion")
+    assert trained == [2]
+    assert caplog.text.count("outputs restored, not retrained") == 2
+    assert outputs(seeds=(0, 1, 2)) == reference
