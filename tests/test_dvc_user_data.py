@@ -36,7 +36,7 @@ def test_user_pickles_are_tracked_by_dvc(tmp_path):
     data = {ds: {"source": "mult" if ds == "iemocap" else "mmsa", "path": f"data/user/{ds}/{name}",
                  "allow_unverified_pickle": True} for ds, name in FILES.items()}
     write_params(work / "params.yaml", {"datasets": list(FILES), "variants": ["pase", "mult"],
-                                        "seeds": [0], "train": {"epochs": 1}, "data": data})
+                                        "seeds": [0], "train": {"epochs": 2}, "data": data})
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
                 ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                 ["git", "commit", "-qm", "scratch"]):

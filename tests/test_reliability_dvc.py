@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import write_params
+from tests.conftest import make_user_dirs, write_params
 from tests.test_dvc_pipeline import ROOT, run
 
 pytestmark = pytest.mark.slow
@@ -78,6 +78,7 @@ def repo(tmp_path_factory):
         else:
             shutil.copy(src, work / name)
     write_params(work / "params.yaml", PARAMS)
+    make_user_dirs(work)
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
                 ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                 ["git", "commit", "-qm", "scratch copy"]):
