@@ -192,6 +192,7 @@ def embed(cfg: Config, dataset: str) -> Path:
                 g.create_dataset("text", data=feats)  # contiguous: batches are one read (store.py)
                 g["text_len"] = lens
                 g["text_bert"] = tokenize_for_finetuning(enc, words[s], cfg.text.max_tokens)
+                log.info("embed %s: %s split, %d utterances encoded", dataset, s, len(words[s]))
             f.attrs["encoder"] = cfg.text.encoder
             f.attrs["dim"] = enc.dim
     log.info("embed %s: %s -> %s", dataset, cfg.text.encoder, out)

@@ -330,10 +330,20 @@ def test_synthetic_report_layout_statistics_and_no_paper_numbers(fake_runs):
     assert (Path("again/tables/table3.csv").read_text() == (rep / "tables" / "table3.csv").read_text())
 
     # metrics.json for dvc
+    d = json.loads((rep / "metrics_detail.json").read_text())
+    assert d["mosi"]["synthetic"] is True and d["mosi"]["pase"]["summary"]["seeds"] == 2
+    assert d["mosi"]["pase"]["summary"]["acc7"] == pytest.approx(acc7.mean() / 100, abs=1e-6)
+    assert d["mosi"]["pase"]["seeds"]["1"]["test"]["acc7"] == pytest.approx(acc7[1] / 100)
+    assert d["iemocap"]["self_mm"]["summary"]["not_applicable"] is True
+    # the DVC metric is the compact headline: the paper's headline metrics, mean and std
     m = json.loads((rep / "metrics.json").read_text())
-    assert m["mosi"]["synthetic"] is True and m["mosi"]["pase"]["seeds"] == 2
-    assert m["mosi"]["pase"]["acc7"] == pytest.approx(acc7.mean() / 100, abs=1e-6)
-    assert m["iemocap"]["self_mm"]["not_applicable"] is True
+    assert m["mosi"]["synthetic"] is True and "self_mm" not in m["iemocap"]
+    assert set(m["mosi"]["pase"]) == {"acc2_non0", "acc2_non0_std", "f1_non0", "f1_non0_std",
+                                      "mae", "mae_std"}
+    assert set(m["iemocap"]["pase"]) == {"wa", "wa_std", "mean_f1", "mean_f1_std"}
+    a2 = np.array(list(_metric("mosi", "pase", "acc2_non0").values()))
+    assert m["mosi"]["pase"]["acc2_non0"] == pytest.approx(a2.mean(), abs=1e-4)
+    assert m["mosi"]["pase"]["acc2_non0_std"] == pytest.approx(a2.std(ddof=1), abs=1e-4)
     # README: settings, every table inline, the figure that exists embedded, the others named
     readme = (rep / "README.md").read_text()
     assert "minilm" in readme and "Profile: cpu" in readme and "Seeds: 0, 1" in readme
