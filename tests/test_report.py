@@ -2,6 +2,8 @@
 from fake run directories (no training; fast)."""
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ VARS = ["pase", "pase-no_sgm", "pase-sum", "pase-T", "pase-A", "pase-TA", "mult"
 # quality of each fake variant: noise scale of its predictions (lower is better)
 NOISE = {"pase": 0.6, "pase-no_sgm": 1.0, "pase-sum": 0.8, "pase-T": 0.9, "pase-A": 2.0,
          "pase-TA": 0.7, "mult": 1.1, "self_mm": 1.2}
-N_TEST = {"mosi": 150, "iemocap": 120}
+N_TEST = {"mosi": 150, "mosei": 150, "iemocap": 120}
 # Numbers that only the paper has (PaSE's rows, the efficiency table, CP+SL's summary).
 PAPER_ONLY = ["88.32", "86.34/88.25", "86.40/88.32", "80.47", "114,795,953", "89.31", "| published |",
               "pase-paper.txt", "UNVERIFIED"]
@@ -205,7 +207,7 @@ def _write_run(ds, v, seed, rng, synthetic, override=None):
     lab_rng = np.random.default_rng(7)  # the same test set for every run
     if ds == "iemocap":
         labels = np.eye(4, dtype=int)[lab_rng.integers(0, 4, n)]
-        scores = np.round((2 * labels - 1) * 1.0 + rng.normal(0, NOISE[v], (n, 4)), 6)
+        scores = np.round((2 * labels - 1) * 1.0 + rng.normal(0, NOISE.get(v, 1.0), (n, 4)), 6)
         test = iemocap_metrics(scores, labels)
         rows = ["id," + ",".join(f"{e}_score" for e in IEMOCAP_EMOTIONS) + ","
                 + ",".join(f"{e}_label" for e in IEMOCAP_EMOTIONS)]
@@ -213,7 +215,7 @@ def _write_run(ds, v, seed, rng, synthetic, override=None):
                  for i, sc, lb in zip(ids[::-1], scores[::-1], labels[::-1])]  # order differs: ids align
     else:
         labels = np.round(lab_rng.uniform(-3, 3, n) * 3) / 3
-        preds = np.round(labels + rng.normal(0, NOISE[v], n), 6)
+        preds = np.round(labels + rng.normal(0, NOISE.get(v, 1.0), n), 6)
         test = regression_metrics(preds, labels)
         rows = ["id,prediction,label"] + [f"{i},{p:.6f},{y:.6f}" for i, p, y in zip(ids, preds, labels)]
     test.update(override or {})
@@ -422,3 +424,43 @@ def test_missing_run_is_an_error_and_unrequested_variants_are_absent(fake_runs):
     t1 = Path("reports/tables/table1.md").read_text()
     assert "PaSE (pase)" in t1 and "mult" not in t1
     assert not Path("reports/tables/table4.md").exists()  # no modality combination was run
+
+
+PDFLATEX = shutil.which("pdflatex")
+# A two-column page of AAAI's and ACL's size (\textwidth 505 pt); \resizebox is wrapped to log the
+# natural width of every table that had to be scaled.
+TWO_COLUMN = r"""\documentclass[twocolumn,10pt]{article}
+\usepackage{booktabs,graphicx,amssymb}
+\setlength{\textwidth}{505pt}\setlength{\columnsep}{25pt}
+\let\origresizebox\resizebox
+\renewcommand{\resizebox}[3]{\typeout{NATURAL-WIDTH \the\wd0}\origresizebox{#1}{#2}{#3}}
+\begin{document}
+\input{TABLE}
+\end{document}
+"""
+
+
+@pytest.mark.skipif(PDFLATEX is None, reason="pdflatex is not installed (Debian: apt-get install "
+                    "texlive-latex-base texlive-latex-recommended)")
+@pytest.mark.parametrize("synthetic", [False, True])
+def test_latex_tables_fit_a_two_column_page(fake_runs, synthetic):
+    """Every .tex table, with every variant on the three datasets (real: with the published rows),
+    compiles inside a two-column paper's table* with no overfull box."""
+    cfg = fake_runs(synthetic=synthetic, variants=list(VARIANTS),
+                    datasets=("mosi", "mosei", "iemocap"))
+    report(cfg, cfg.variants, n_boot=50)
+    texs = sorted(Path("reports/tables").glob("*.tex"))
+    assert [t.stem for t in texs] == ["efficiency", "table1", "table2", "table3", "table4"]
+    for tex in texs:
+        doc = Path(f"doc_{tex.stem}.tex")
+        doc.write_text(TWO_COLUMN.replace("TABLE", tex.as_posix()))
+        p = subprocess.run([PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", doc.name],
+                           capture_output=True, text=True, timeout=120)
+        log = Path(f"doc_{tex.stem}.log").read_text(errors="replace")
+        assert p.returncode == 0, f"{tex}: {log[-3000:]}"
+        assert "Overfull \\hbox" not in log, f"{tex}: " + "\n".join(
+            l for l in log.splitlines() if "Overfull" in l)
+        natural = [float(w) for w in re.findall(r"NATURAL-WIDTH ([\d.]+)pt", log)]
+        assert all(w <= 1.45 * 505 for w in natural), (tex, natural)  # scaled to >= 69 %: readable
+        text = tex.read_text()
+        assert "\\caption{Table" not in text and "\\caption{Efficiency" not in text  # LaTeX numbers it
