@@ -464,3 +464,16 @@ def test_latex_tables_fit_a_two_column_page(fake_runs, synthetic):
         assert all(w <= 1.45 * 505 for w in natural), (tex, natural)  # scaled to >= 69 %: readable
         text = tex.read_text()
         assert "\\caption{Table" not in text and "\\caption{Efficiency" not in text  # LaTeX numbers it
+
+
+def test_table3_sets_sgm_against_ogm_ge_and_mmpareto(fake_runs):
+    cfg = fake_runs(synthetic=True, variants=["pase", "pase-no_sgm", "pase-ogm_ge", "pase-mmpareto"],
+                    datasets=("mosi",))
+    report(cfg, cfg.variants, n_boot=50)
+    t3 = Path("reports/tables/table3.md").read_text()
+    ablations = t3.split("### Each variant")[0]
+    for row in ("| PaSE (pase) |", "| - SGM (pase-no_sgm) |", "| OGM-GE instead of SGM (pase-ogm_ge) |",
+                "| MMPareto instead of SGM (pase-mmpareto) |"):
+        assert row in ablations
+    tests = [l for l in t3.split("### Each variant")[1].splitlines() if l.startswith("| MMPareto")]
+    assert len(tests) == 4  # MOSI Acc-2 and F1, has0 and non0, each against full PaSE
