@@ -34,7 +34,7 @@ NOISE = {"pase": 0.6, "pase-no_sgm": 1.0, "pase-sum": 0.8, "pase-T": 0.9, "pase-
 N_TEST = {"mosi": 150, "mosei": 150, "iemocap": 120}
 # Numbers that only the paper has (PaSE's rows, the efficiency table, CP+SL's summary).
 PAPER_ONLY = ["88.32", "86.34/88.25", "86.40/88.32", "80.47", "114,795,953", "89.31", "| published |",
-              "pase-paper.txt", "UNVERIFIED"]
+              "pase-paper.txt", "UNVERIFIED", "MMSA rerun", "79.71/80.98"]
 
 
 # ---------------------------------------------------------------- the paper's numbers
@@ -403,6 +403,11 @@ def test_real_data_tables_show_published_numbers_and_the_2std_flag(fake_runs):
     assert "| MCTN | published | 83.1 | 82.8 | 84.6 | 67.7 | - |" in t2
     assert "| Self-MM | published |" in t2 and "| Self-MM | rerun − published |" not in t2
     assert "| PaSE | published | 91.5 | 88.6 | 89.4 | 73.2 | 80.47 |" in t2
+    # MMSA's own rerun of a baseline, cited (thuiar/MMSA results/result-stat.md, MOSI, MulT:
+    # 79.71 / 79.79 / 80.98 / 81.0, Acc-7 36.91, MAE 87.99 and Corr 70.22 printed x100)
+    assert "| MuLT | MMSA rerun (unaligned) | 79.71/80.98 | 79.79/81.00 | 36.91 | 0.702 | 0.880 |" in t1
+    assert "| SelfMM | MMSA rerun (unaligned) | 83.00/84.82 | 83.05/84.81 | 46.07 | 0.789 | 0.724 |" in t1
+    assert "results/result-stat.md" in t1
     assert "| - PCL | published | 85.21/87.25 | 85.17/87.16 | 78.54 |" in t3  # MOSEI not run
     assert "| + Sum | rerun − published |" in t3
     assert "| Δ (vs best single modality) | published | +3.62 | +4.02 | +5.67 |" in t4
