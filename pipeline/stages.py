@@ -103,18 +103,7 @@ def align(cfg: Config, dataset: str) -> Path:
         features = FEATURE_NAMES[dataset]
         padded = {s: pad_utterances(u, L, _dims(u), s) for s, u in utts.items()}
     else:
-        from pipeline.data import pickles
-        path = _user_pickle(dataset, dcfg)
-        if dataset == "iemocap":
-            padded = pickles.load_iemocap(dcfg.path, dcfg.sha256, dcfg.allow_unverified_pickle)
-        elif dcfg.source == "mmsa":
-            padded = pickles.load_mmsa(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle)
-        else:
-            padded = pickles.load_mult(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle)
-        padded = {s: _cut(p, L, full_length=dcfg.source == "mult") for s, p in padded.items()}
-        features = {"audio": f"{dcfg.source} pickle audio", "vision": f"{dcfg.source} pickle vision"}
-        if padded["train"].text is not None:
-            features["text"] = f"{dcfg.source} pickle text ({padded['train'].text.shape[-1]}-d)"
+        padded, features = pickle_splits(dataset, dcfg, L)
     attrs = {
         "dataset": dataset, "source": dcfg.source, "synthetic": dcfg.source == "synthetic",
         "task": task, "seq_len": L, "features": features, "inputs_sha256": info.get("files", {}),
@@ -123,6 +112,24 @@ def align(cfg: Config, dataset: str) -> Path:
     out = write_store(paths.aligned_store(dataset), padded, attrs)
     log.info("align %s: %s", dataset, ", ".join(f"{s} {len(padded[s])}" for s in SPLITS))
     return out
+
+
+def pickle_splits(dataset: str, dcfg, L: int):
+    """A user's MMSA / MulT pickle (dcfg: source, path, sha256, allow_unverified_pickle) ->
+    ({split: PaddedSplit} cut to L steps, feature names). Also used by `predict`."""
+    from pipeline.data import pickles
+    path = _user_pickle(dataset, dcfg)
+    if dataset == "iemocap":
+        padded = pickles.load_iemocap(dcfg.path, dcfg.sha256, dcfg.allow_unverified_pickle)
+    elif dcfg.source == "mmsa":
+        padded = pickles.load_mmsa(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle)
+    else:
+        padded = pickles.load_mult(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle)
+    padded = {s: _cut(p, L, full_length=dcfg.source == "mult") for s, p in padded.items()}
+    features = {"audio": f"{dcfg.source} pickle audio", "vision": f"{dcfg.source} pickle vision"}
+    if padded["train"].text is not None:
+        features["text"] = f"{dcfg.source} pickle text ({padded['train'].text.shape[-1]}-d)"
+    return padded, features
 
 
 def _dims(u) -> dict[str, int]:
@@ -164,9 +171,13 @@ def _cut(p, L: int, full_length: bool = False):
 def embed(cfg: Config, dataset: str) -> Path:
     """Text features once per dataset and encoder: word-level vectors from the frozen encoder
     (the CPU default's input) and token ids (the GPU profile fine-tunes from these)."""
-    store = paths.aligned_store(dataset)
+    return embed_store(cfg, paths.aligned_store(dataset), paths.text_features(dataset))
+
+
+def embed_store(cfg: Config, store: Path, out: Path) -> Path:
+    """`embed` for any store (`predict` embeds data of its own with the model's encoder)."""
     attrs = read_attrs(store)
-    out = paths.text_features(dataset)
+    dataset = attrs.get("dataset", Path(store).stem)
     words = {s: [t.split() for t in read_strings(store, s, "raw_text")] for s in SPLITS}
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["dataset"] = dataset

@@ -298,6 +298,12 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
         "valid": state["history"][state["best_epoch"] - 1], "test": test,
         "params": count_parameters(model), "text_encoder": text_attrs.get("encoder"),
     }
+    save_model(out / "model.pt", model, cfg, dataset=dataset, variant=variant, seed=seed, task=task,
+               dims={m: data["train"].dims[m] for m in mods}, n_train=len(data["train"]),
+               best_epoch=state["best_epoch"], key=key,
+               inputs={"store": str(store), "text_features": str(text),
+                       "store_sha256": text_attrs.get("store_sha256"),
+                       "text_encoder": text_attrs.get("encoder")})
     (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     (out / "history.json").write_text(json.dumps(state["history"], indent=1, sort_keys=True) + "\n")
     _write_predictions(out / "predictions.csv", data["test"], test_out["pred"], test_labels, task)
@@ -347,6 +353,18 @@ def _save_checkpoint(path: Path, model, optim, state) -> None:
     with atomic_path(path) as tmp:
         torch.save({"model": model.state_dict(), "optim": optim.state_dict(),
                     "torch_rng": torch.get_rng_state(), "state": state}, tmp)
+
+
+MODEL_FORMAT = 1
+
+
+def save_model(path: Path, model: nn.Module, cfg: Config, *, key: str, **meta) -> None:
+    """Keep the selected (best-validation) model of a seed in its run folder, a DVC output, with
+    what `python -m pipeline predict` needs to rebuild it: the effective config, the input sizes,
+    the task and the fingerprint (`key`) and files of the inputs it was trained on."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": MODEL_FORMAT, "config": as_dict(cfg), "fingerprint": key, **meta,
+                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
 
 
 def _write_predictions(path: Path, data: StoreDataset, outputs: np.ndarray, labels: np.ndarray, task: str):
