@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
                        description="print a variant's parameter count (no data or weights needed)")
     p.add_argument("--variant", default="pase")
     p.add_argument("--profile", choices=("cpu", "paper"), default=None, help="default: params.yaml's")
-    p.add_argument("--dims", default="text=768,audio=74,vision=35",
-                   help="input sizes (default: BERT-base text, COVAREP audio, FACET 4.2 vision)")
+    p.add_argument("--dims", default=None,
+                   help="input sizes, e.g. text=768,audio=74,vision=35 (default: the width of the "
+                        "profile's text encoder, MiniLM 384 or BERT-base 768; COVAREP audio 74; "
+                        "FACET 4.2 vision 35)")
     p.add_argument("--task", choices=("regression", "classification"), default="regression")
     text = "score a run's kept models (one a seed) on a store or pickle: predictions and metrics"
     p = sub.add_parser("predict", help=text, description=text)
