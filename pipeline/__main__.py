@@ -7,6 +7,7 @@
     python -m pipeline figures
     python -m pipeline report
     python -m pipeline count --profile paper
+    python -m pipeline predict  --run mosi/pase --data data/aligned/mosei.h5
 """
 from __future__ import annotations
 
@@ -43,9 +44,25 @@ def main(argv: list[str] | None = None) -> int:
                        description="print a variant's parameter count (no data or weights needed)")
     p.add_argument("--variant", default="pase")
     p.add_argument("--profile", choices=("cpu", "paper"), default=None, help="default: params.yaml's")
-    p.add_argument("--dims", default="text=768,audio=74,vision=35",
-                   help="input sizes (default: BERT-base text, COVAREP audio, FACET 4.2 vision)")
+    p.add_argument("--dims", default=None,
+                   help="input sizes, e.g. text=768,audio=74,vision=35 (default: the width of the "
+                        "profile's text encoder, MiniLM 384 or BERT-base 768; COVAREP audio 74; "
+                        "FACET 4.2 vision 35)")
     p.add_argument("--task", choices=("regression", "classification"), default="regression")
+    text = "score a run's kept models (one a seed) on a store or pickle: predictions and metrics"
+    p = sub.add_parser("predict", help=text, description=text)
+    p.add_argument("--run", required=True, help="<dataset>/<variant> of a trained run, e.g. mosi/pase")
+    p.add_argument("--data", required=True, help="an HDF5 store from the align stage (e.g. "
+                   "data/aligned/mosei.h5) or an MMSA / MulT pickle (.pkl)")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: predictions/<dataset>-<variant>_on_<data name>)")
+    p.add_argument("--source", choices=("mmsa", "mult"), help="pickles: whose layout")
+    p.add_argument("--data-dataset", choices=DATASETS, help="pickles: which dataset it holds")
+    p.add_argument("--sha256", help="pickles: the file's sha256 (a pickle can run code)")
+    p.add_argument("--allow-unverified-pickle", action="store_true",
+                   help="pickles: read without a checksum (only a file you trust)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=os.environ.get("PIPELINE_LOG", "INFO"),
@@ -77,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.report.params import count_variant
             n = count_variant(cfg, args.variant, args.profile, args.dims, args.task)
             print(f"{args.variant} ({args.profile or cfg.profile} profile): {n:,} parameters")
+        elif args.stage == "predict":
+            from pipeline.predict import predict_run
+            r = predict_run(args.run, args.data, args.out, args.split, source=args.source,
+                            data_dataset=args.data_dataset, sha256=args.sha256,
+                            allow_unverified=args.allow_unverified_pickle, device=args.device)
+            m = r["metrics"]
+            print(f"{args.run} on {args.data} ({args.split}, {len(r['seeds'])} seed(s)): " + ", ".join(
+                f"{k} {m[k]:.4f} ± {m[k + '_std']:.4f}" for k in m if f"{k}_std" in m))
         elif args.stage == "report":
             from pipeline.report.summary import report
             report(cfg, args.variants or cfg.variants)

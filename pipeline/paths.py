@@ -32,6 +32,12 @@ def seed_dir(dataset: str, variant: str, seed: int) -> Path:
     return run_dir(dataset, variant) / f"seed{seed}"
 
 
+def curves_dir(dataset: str, variant: str, seed: int) -> Path:
+    # Per-epoch dvclive curves: a DVC `plots` output of the train stage of their own, beside the
+    # run folder (a plots directory must hold nothing but plot files).
+    return DATA / "curves" / dataset / variant / f"seed{seed}"
+
+
 def checkpoint_dir(dataset: str, variant: str, seed: int, key: str) -> Path:
     # Outside DVC's outputs (DVC deletes those before a stage runs), keyed by the run's inputs so
     # a resumed run never picks up a checkpoint made under other parameters.

@@ -46,6 +46,7 @@ CODE_DEPS = ("pipeline/train.py", "pipeline/resume.py", "pipeline/variants.py",
 # input files, which are hashed themselves.
 NOT_A_RUN_PARAMETER = ("seeds", "variants", "datasets", "data", "synthetic")
 KEY_FILE, DONE = "key.json", "done"
+CURVES = "_curves"  # inside done/: the seed's dvclive curves (data/curves/...)
 _input_hashes: dict[tuple, str] = {}
 
 
@@ -174,12 +175,15 @@ def _check(saved, model, optim) -> None:
 
 # ------------------------------------------------------------------ finished seeds
 
-def keep_finished(folder: Path, out: Path) -> None:
-    """A finished seed: copy its outputs into the seed folder and drop the epoch checkpoint."""
+def keep_finished(folder: Path, out: Path, curves: Path | None = None) -> None:
+    """A finished seed: copy its outputs (and its dvclive curves, a separate DVC output) into the
+    seed folder and drop the epoch checkpoint."""
     done, partial = folder / DONE, folder / f".{DONE}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     try:
         shutil.copytree(out, partial)
+        if curves is not None and curves.is_dir():
+            shutil.copytree(curves, partial / CURVES)
     except OSError as e:
         shutil.rmtree(partial, ignore_errors=True)
         _raise_if_disk_full(e, done)
@@ -189,17 +193,20 @@ def keep_finished(folder: Path, out: Path) -> None:
     (folder / "last.pt").unlink(missing_ok=True)
 
 
-def restore_finished(folder: Path, out: Path) -> bool:
-    """Put a finished seed's outputs back into `out` (byte for byte); False when there are none."""
+def restore_finished(folder: Path, out: Path, curves: Path | None = None) -> bool:
+    """Put a finished seed's outputs (and curves) back (byte for byte); False when there are none."""
     done = folder / DONE
     if not (done / "metrics.json").exists():
         return False
-    partial = out.with_name(f".{out.name}.restore.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(done, partial)
-    shutil.rmtree(out, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(partial, out)
+    for src, dst in ((done / CURVES, curves), (done, out)):
+        if dst is None or not src.is_dir():
+            continue
+        partial = dst.with_name(f".{dst.name}.restore.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(src, partial, ignore=shutil.ignore_patterns(CURVES) if src == done else None)
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, dst)
     return True
 
 

@@ -162,31 +162,9 @@ def align(cfg: Config, dataset: str) -> Path:
         features = {m: (f"synthetic {n}-like" if dcfg.source == "synthetic" else
                         f"CMU {names[m].split(' (')[0]} ({dims[m]}-d)") for m, n in names.items()}
     else:
-        from pipeline.data import pickles
         path = user_path(dataset, dcfg)
         source_name = str(path)
-        if dataset == "iemocap":
-            padded = pickles.load_iemocap(dcfg.path, dcfg.sha256, dcfg.allow_unverified_pickle, declared)
-        elif dcfg.source == "mmsa":
-            padded = pickles.load_mmsa(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle, declared)
-        else:
-            padded = pickles.load_mult(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle, declared)
-        aligned = pickles.is_aligned(padded)
-        limits = {v for v in max_len.values() if v is not None}
-        if aligned and limits:
-            if len(limits) > 1:
-                raise ConfigError(f"data.{dataset}.max_len: {max_len} cuts the modalities of an "
-                                  f"aligned file ({path.name}) differently; give one value (or null)")
-            max_len = {m: limits.pop() for m in max_len}
-        cuts = {s: checks.cut(p, max_len) for s, p in padded.items()}
-        dims = pickles.found_dims(padded)
-        alignment = ("token" if dcfg.source == "mmsa" else "word") if aligned else "none"
-        kind = {"token": "aligned", "word": "aligned", "none": "unaligned"}[alignment]
-        label = {"mmsa": "MMSA", "mult": "MulT"}[dcfg.source]
-        features = {m: f"{label} {path.name} {m} {d}-d" for m, d in dims.items()}
-        if "text" in features:
-            features["text"] += (" (BERT, token-level)" if dcfg.source == "mmsa" else " (GloVe)")
-        log.info("align %s: %s %s file, feature sizes %s", dataset, label, kind, dims)
+        padded, cuts, dims, alignment, features = pickle_splits(dataset, dcfg, path, max_len, declared)
     lengths = {m: getattr(padded["train"], m).shape[1] for m in ("text", "audio", "vision")
                if getattr(padded["train"], m) is not None}
     cut_total = {m: sum(c.get(m, 0) for c in cuts.values()) for m in lengths}
@@ -205,6 +183,36 @@ def align(cfg: Config, dataset: str) -> Path:
     out = write_store(paths.aligned_store(dataset), padded, attrs)
     log.info("align %s: %s", dataset, ", ".join(f"{s} {len(padded[s])}" for s in SPLITS))
     return out
+
+
+def pickle_splits(dataset: str, dcfg, path: Path, max_len: dict, declared: dict):
+    """A user's MMSA / MulT pickle (dcfg: source, sha256, allow_unverified_pickle) ->
+    (padded splits, cuts per split, feature sizes, alignment, feature names). Cuts only where
+    `max_len` asks. Also used by `predict`."""
+    from pipeline.data import pickles
+    if dataset == "iemocap":
+        padded = pickles.load_iemocap(path, dcfg.sha256, dcfg.allow_unverified_pickle, declared)
+    elif dcfg.source == "mmsa":
+        padded = pickles.load_mmsa(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle, declared)
+    else:
+        padded = pickles.load_mult(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle, declared)
+    aligned = pickles.is_aligned(padded)
+    limits = {v for v in max_len.values() if v is not None}
+    if aligned and limits:
+        if len(limits) > 1:
+            raise ConfigError(f"data.{dataset}.max_len: {max_len} cuts the modalities of an "
+                              f"aligned file ({path.name}) differently; give one value (or null)")
+        max_len = {m: limits.pop() for m in max_len}
+    cuts = {s: checks.cut(p, max_len) for s, p in padded.items()}
+    dims = pickles.found_dims(padded)
+    alignment = ("token" if dcfg.source == "mmsa" else "word") if aligned else "none"
+    kind = {"token": "aligned", "word": "aligned", "none": "unaligned"}[alignment]
+    label = {"mmsa": "MMSA", "mult": "MulT"}[dcfg.source]
+    features = {m: f"{label} {path.name} {m} {d}-d" for m, d in dims.items()}
+    if "text" in features:
+        features["text"] += (" (BERT, token-level)" if dcfg.source == "mmsa" else " (GloVe)")
+    log.info("%s: %s %s file, feature sizes %s", dataset, label, kind, dims)
+    return padded, cuts, dims, alignment, features
 
 
 def _dims(u) -> dict[str, int]:
@@ -229,9 +237,13 @@ def embed(cfg: Config, dataset: str) -> Path:
     MMSA's aligned files, whose audio and vision rows sit at BERT token positions: re-encoding
     the words would give the text another length than audio and vision, so the file's own
     token-level BERT features are the frozen text input (README "Your real data")."""
-    store = paths.aligned_store(dataset)
+    return embed_store(cfg, paths.aligned_store(dataset), paths.text_features(dataset))
+
+
+def embed_store(cfg: Config, store: Path, out: Path) -> Path:
+    """`embed` for any store (`predict` embeds data of its own with the model's encoder)."""
     attrs = read_attrs(store)
-    out = paths.text_features(dataset)
+    dataset = attrs.get("dataset", Path(store).stem)
     words = {s: [t.split() for t in read_strings(store, s, "raw_text")] for s in SPLITS}
     have_words = all(words.values())
     own = not have_words or attrs.get("alignment") == "token"
@@ -267,6 +279,7 @@ def embed(cfg: Config, dataset: str) -> Path:
                 g.create_dataset("text", data=feats)  # contiguous: batches are one read (store.py)
                 g["text_len"] = lens
                 g["text_bert"] = tokenize_for_finetuning(enc, words[s], cfg.text.max_tokens)
+                log.info("embed %s: %s split, %d utterances encoded", dataset, s, len(words[s]))
             f.attrs["encoder"] = cfg.text.encoder
             f.attrs["dim"] = enc.dim
             f.attrs["cut"] = n_cut

@@ -178,9 +178,8 @@ def predict(model: nn.Module, data: StoreDataset, batch_size: int, device, amp=F
 
 
 def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) -> dict:
-    """Train one seed; write metrics.json, predictions.csv, history and dvclive logs to `out`."""
-    from dvclive import Live
-
+    """Train one seed; write metrics.json, predictions.csv and history to `out`, the per-epoch
+    curves to data/curves/ (dvclive; `dvc plots show`)."""
     tcfg = cfg.train
     store, text = paths.aligned_store(dataset), paths.text_features(dataset)
     attrs, text_attrs = read_attrs(store), read_attrs(text)
@@ -215,7 +214,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
     if state["phase2_epoch"] is not None and hasattr(balancer, "enabled_from"):
         balancer.enabled_from(state["phase2_epoch"] - 1)  # resumed inside phase 2
     out.mkdir(parents=True, exist_ok=True)
-    live = Live(dir=str(out / "live"), save_dvc_exp=False, dvcyaml=None, report=None)
+    live = open_curves(paths.curves_dir(dataset, variant, seed))
     for past in state["history"]:  # re-log what an interrupted run had logged
         _log_epoch(live, past)
 
@@ -266,6 +265,11 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
         state["history"].append(record)
         _log_epoch(live, record)
         current = selection_score(valid, task)
+        if epochs.disable:  # no progress bar off a terminal (CI, a redirected job): one line an epoch
+            log.info("%s/%s seed %d: epoch %d/%d, phase %d, train loss %.4f, validation score %.4f "
+                     "(best so far %.4f)", dataset, variant, seed, epoch + 1, tcfg.epochs,
+                     state["phase"], sum(v for k, v in record.items() if k.startswith("loss_")),
+                     current, max(current, state["best_score"]))
         if current > state["best_score"]:  # model selection on the validation split only
             state.update(best_score=current, best_epoch=epoch + 1, since_best=0,
                          best_model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
@@ -292,6 +296,12 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
         "valid": state["history"][state["best_epoch"] - 1], "test": test,
         "params": count_parameters(model), "text_encoder": text_attrs.get("encoder"),
     }
+    save_model(out / "model.pt", model, cfg, dataset=dataset, variant=variant, seed=seed, task=task,
+               dims={m: data["train"].dims[m] for m in mods}, n_train=len(data["train"]),
+               best_epoch=state["best_epoch"], key=ckpt_dir.name,
+               inputs={"store": str(store), "text_features": str(text),
+                       "store_sha256": text_attrs.get("store_sha256"),
+                       "text_encoder": text_attrs.get("encoder")})
     write_atomic(out / "metrics.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
     write_atomic(out / "history.json", json.dumps(state["history"], indent=1, sort_keys=True) + "\n")
     _write_predictions(out / "predictions.csv", data["test"], test_out["pred"], test_labels, task)
@@ -302,8 +312,9 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
     write_atomic(out / "timing.json", json.dumps(
         {"train_seconds_this_process": round(time.perf_counter() - started, 3),
          "device": str(device)}, indent=2) + "\n")
-    live.end()
-    resume.keep_finished(ckpt_dir, out)  # a rerun after a later seed's kill restores this one
+    close_curves(live)
+    # a rerun after a later seed's kill restores this one (its curves too: another DVC output)
+    resume.keep_finished(ckpt_dir, out, curves=paths.curves_dir(dataset, variant, seed))
     log.info("%s/%s seed %d: test %s", dataset, variant, seed,
              ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
     return result
@@ -315,15 +326,43 @@ def _phase2_due(cfg: Config, epochs_done: int, since_best: int) -> bool:
     return since_best >= cfg.sgm.patience
 
 
+def open_curves(path: Path):
+    """A dvclive logger writing one TSV per metric to `path`/plots/metrics/<name>.tsv (columns
+    `step` = epoch and the value); dvc.yaml declares data/curves/<dataset>/<variant> as the train
+    stage's `plots`, so `dvc plots show` lists every curve titled by its path (dataset, variant,
+    seed, metric). dvclive writes no dvc.yaml of its own (the matrix stages would fight over it)
+    and no summary metrics.json (the run folder's metrics.json is the summary; a JSON file inside
+    the declared plots directory would be read as a plot)."""
+    from dvclive import Live
+    return Live(dir=str(path), save_dvc_exp=False, dvcyaml=None, report=None)
+
+
+def close_curves(live) -> None:
+    live.end()
+    Path(live.metrics_file).unlink(missing_ok=True)  # see open_curves
+
+
 def _log_epoch(live, record: dict) -> None:
+    live.step = record["epoch"]  # x axis: the 1-based epoch, as in history.json
     for k, v in record.items():
         if k != "epoch":
             live.log_metric(k, v)
-    live.next_step()
 
 
 def _save_checkpoint(path: Path, model, optim, state) -> None:
     resume.save_checkpoint(path, model, optim, state)
+
+
+MODEL_FORMAT = 1
+
+
+def save_model(path: Path, model: nn.Module, cfg: Config, *, key: str, **meta) -> None:
+    """Keep the selected (best-validation) model of a seed in its run folder, a DVC output, with
+    what `python -m pipeline predict` needs to rebuild it: the effective config, the input sizes,
+    the task and the fingerprint (`key`) and files of the inputs it was trained on."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": MODEL_FORMAT, "config": as_dict(cfg), "fingerprint": key, **meta,
+                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
 
 
 def _write_predictions(path: Path, data: StoreDataset, outputs: np.ndarray, labels: np.ndarray, task: str):
@@ -349,6 +388,7 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
     reason = not_applicable(variant, read_attrs(paths.aligned_store(dataset))["task"])
     if reason:  # every seed says so, and the tables print n/a
         results = []
+        paths.curves_dir(dataset, variant, 0).parent.mkdir(parents=True, exist_ok=True)  # no curves
         for s in vcfg.seeds:
             d = paths.seed_dir(dataset, variant, s)
             d.mkdir(parents=True, exist_ok=True)
@@ -369,7 +409,8 @@ def _finished_seed(cfg: Config, dataset: str, variant: str, seed: int) -> dict |
     """The result of a seed that an interrupted run of this stage finished under the same code,
     parameters and inputs (DVC deleted its outputs before rerunning the stage), restored."""
     out = paths.seed_dir(dataset, variant, seed)
-    if not resume.restore_finished(resume.seed_folder(resume.run_record(cfg, dataset, variant), seed), out):
+    if not resume.restore_finished(resume.seed_folder(resume.run_record(cfg, dataset, variant), seed), out,
+                                   curves=paths.curves_dir(dataset, variant, seed)):
         return None
     log.info("%s/%s seed %d: finished by an interrupted run under the same code, parameters and "
              "inputs; outputs restored, not retrained", dataset, variant, seed)

@@ -19,7 +19,7 @@ def test_repository_params_load():
 
 def test_defaults_fill_missing_sections():
     cfg = config_from_dict({"train": {"epochs": 4}})
-    assert cfg.train.epochs == 4 and cfg.train.batch_size == 64
+    assert cfg.train.epochs == 4 and cfg.train.batch_size == 32
     assert cfg.data.mosi.source == "synthetic"
 
 
@@ -96,3 +96,24 @@ def test_paper_profile_fixes_the_papers_values():
     assert cfg.train.lr == 1e-5 and cfg.train.epochs == 200 and cfg.train.batch_size == 64
     assert cfg.text.encoder == "bert-base-uncased" and cfg.text.finetune
     assert (cfg.pcl.gamma, cfg.cal.reg, cfg.cal.alpha, cfg.cal.beta, cfg.loss.mu) == (0.98, 0.01, 0.1, 0.05, 0.1)
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def test_config_defaults_equal_params_yaml_for_every_key():
+    """params.yaml is the source of defaults: config.py's fallback for a deleted key is the same."""
+    from pipeline.config import as_dict
+    params = _flat(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    defaults = _flat(as_dict(Config()))
+    assert set(defaults) == set(params)
+    differ = {k: (defaults[k], params[k]) for k in params if defaults[k] != params[k]
+              or type(defaults[k]) is not type(params[k]) and not isinstance(params[k], (int, float))}
+    assert not differ, differ
+    # and a file holding only what it must change loads to the same config
+    assert as_dict(config_from_dict({})) == as_dict(load_config(ROOT / "params.yaml"))

@@ -53,7 +53,8 @@ def test_repro_runs_every_stage_and_reports(repo):
                   "train@iemocap-late_fusion", "report"):
         assert f"Running stage '{stage}'" in first.stdout
     metrics = json.loads((work / "reports" / "metrics.json").read_text())
-    assert metrics["mosi"]["synthetic"] and metrics["mosi"]["late_fusion"]["seeds"] == 2
+    detail = json.loads((work / "reports" / "metrics_detail.json").read_text())
+    assert metrics["mosi"]["synthetic"] and detail["mosi"]["late_fusion"]["summary"]["seeds"] == 2
     assert "wa" in metrics["iemocap"]["late_fusion"]
     summary = (work / "reports" / "summary.md").read_text()
     assert "SYNTHETIC" in summary.splitlines()[0]

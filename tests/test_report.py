@@ -2,6 +2,8 @@
 from fake run directories (no training; fast)."""
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +31,10 @@ VARS = ["pase", "pase-no_sgm", "pase-sum", "pase-T", "pase-A", "pase-TA", "mult"
 # quality of each fake variant: noise scale of its predictions (lower is better)
 NOISE = {"pase": 0.6, "pase-no_sgm": 1.0, "pase-sum": 0.8, "pase-T": 0.9, "pase-A": 2.0,
          "pase-TA": 0.7, "mult": 1.1, "self_mm": 1.2}
-N_TEST = {"mosi": 150, "iemocap": 120}
+N_TEST = {"mosi": 150, "mosei": 150, "iemocap": 120}
 # Numbers that only the paper has (PaSE's rows, the efficiency table, CP+SL's summary).
 PAPER_ONLY = ["88.32", "86.34/88.25", "86.40/88.32", "80.47", "114,795,953", "89.31", "| published |",
-              "pase-paper.txt", "UNVERIFIED"]
+              "pase-paper.txt", "UNVERIFIED", "MMSA rerun", "79.71/80.98"]
 
 
 # ---------------------------------------------------------------- the paper's numbers
@@ -205,7 +207,7 @@ def _write_run(ds, v, seed, rng, synthetic, override=None):
     lab_rng = np.random.default_rng(7)  # the same test set for every run
     if ds == "iemocap":
         labels = np.eye(4, dtype=int)[lab_rng.integers(0, 4, n)]
-        scores = np.round((2 * labels - 1) * 1.0 + rng.normal(0, NOISE[v], (n, 4)), 6)
+        scores = np.round((2 * labels - 1) * 1.0 + rng.normal(0, NOISE.get(v, 1.0), (n, 4)), 6)
         test = iemocap_metrics(scores, labels)
         rows = ["id," + ",".join(f"{e}_score" for e in IEMOCAP_EMOTIONS) + ","
                 + ",".join(f"{e}_label" for e in IEMOCAP_EMOTIONS)]
@@ -213,7 +215,7 @@ def _write_run(ds, v, seed, rng, synthetic, override=None):
                  for i, sc, lb in zip(ids[::-1], scores[::-1], labels[::-1])]  # order differs: ids align
     else:
         labels = np.round(lab_rng.uniform(-3, 3, n) * 3) / 3
-        preds = np.round(labels + rng.normal(0, NOISE[v], n), 6)
+        preds = np.round(labels + rng.normal(0, NOISE.get(v, 1.0), n), 6)
         test = regression_metrics(preds, labels)
         rows = ["id,prediction,label"] + [f"{i},{p:.6f},{y:.6f}" for i, p, y in zip(ids, preds, labels)]
     test.update(override or {})
@@ -330,10 +332,20 @@ def test_synthetic_report_layout_statistics_and_no_paper_numbers(fake_runs):
     assert (Path("again/tables/table3.csv").read_text() == (rep / "tables" / "table3.csv").read_text())
 
     # metrics.json for dvc
+    d = json.loads((rep / "metrics_detail.json").read_text())
+    assert d["mosi"]["synthetic"] is True and d["mosi"]["pase"]["summary"]["seeds"] == 2
+    assert d["mosi"]["pase"]["summary"]["acc7"] == pytest.approx(acc7.mean() / 100, abs=1e-6)
+    assert d["mosi"]["pase"]["seeds"]["1"]["test"]["acc7"] == pytest.approx(acc7[1] / 100)
+    assert d["iemocap"]["self_mm"]["summary"]["not_applicable"] is True
+    # the DVC metric is the compact headline: the paper's headline metrics, mean and std
     m = json.loads((rep / "metrics.json").read_text())
-    assert m["mosi"]["synthetic"] is True and m["mosi"]["pase"]["seeds"] == 2
-    assert m["mosi"]["pase"]["acc7"] == pytest.approx(acc7.mean() / 100, abs=1e-6)
-    assert m["iemocap"]["self_mm"]["not_applicable"] is True
+    assert m["mosi"]["synthetic"] is True and "self_mm" not in m["iemocap"]
+    assert set(m["mosi"]["pase"]) == {"acc2_non0", "acc2_non0_std", "f1_non0", "f1_non0_std",
+                                      "mae", "mae_std"}
+    assert set(m["iemocap"]["pase"]) == {"wa", "wa_std", "mean_f1", "mean_f1_std"}
+    a2 = np.array(list(_metric("mosi", "pase", "acc2_non0").values()))
+    assert m["mosi"]["pase"]["acc2_non0"] == pytest.approx(a2.mean(), abs=1e-4)
+    assert m["mosi"]["pase"]["acc2_non0_std"] == pytest.approx(a2.std(ddof=1), abs=1e-4)
     # README: settings, every table inline, the figure that exists embedded, the others named
     readme = (rep / "README.md").read_text()
     assert "minilm" in readme and "Profile: cpu" in readme and "Seeds: 0, 1" in readme
@@ -391,6 +403,11 @@ def test_real_data_tables_show_published_numbers_and_the_2std_flag(fake_runs):
     assert "| MCTN | published | 83.1 | 82.8 | 84.6 | 67.7 | - |" in t2
     assert "| Self-MM | published |" in t2 and "| Self-MM | rerun − published |" not in t2
     assert "| PaSE | published | 91.5 | 88.6 | 89.4 | 73.2 | 80.47 |" in t2
+    # MMSA's own rerun of a baseline, cited (thuiar/MMSA results/result-stat.md, MOSI, MulT:
+    # 79.71 / 79.79 / 80.98 / 81.0, Acc-7 36.91, MAE 87.99 and Corr 70.22 printed x100)
+    assert "| MuLT | MMSA rerun (unaligned) | 79.71/80.98 | 79.79/81.00 | 36.91 | 0.702 | 0.880 |" in t1
+    assert "| SelfMM | MMSA rerun (unaligned) | 83.00/84.82 | 83.05/84.81 | 46.07 | 0.789 | 0.724 |" in t1
+    assert "results/result-stat.md" in t1
     assert "| - PCL | published | 85.21/87.25 | 85.17/87.16 | 78.54 |" in t3  # MOSEI not run
     assert "| + Sum | rerun − published |" in t3
     assert "| Δ (vs best single modality) | published | +3.62 | +4.02 | +5.67 |" in t4
@@ -412,3 +429,56 @@ def test_missing_run_is_an_error_and_unrequested_variants_are_absent(fake_runs):
     t1 = Path("reports/tables/table1.md").read_text()
     assert "PaSE (pase)" in t1 and "mult" not in t1
     assert not Path("reports/tables/table4.md").exists()  # no modality combination was run
+
+
+PDFLATEX = shutil.which("pdflatex")
+# A two-column page of AAAI's and ACL's size (\textwidth 505 pt); \resizebox is wrapped to log the
+# natural width of every table that had to be scaled.
+TWO_COLUMN = r"""\documentclass[twocolumn,10pt]{article}
+\usepackage{booktabs,graphicx,amssymb}
+\setlength{\textwidth}{505pt}\setlength{\columnsep}{25pt}
+\let\origresizebox\resizebox
+\renewcommand{\resizebox}[3]{\typeout{NATURAL-WIDTH \the\wd0}\origresizebox{#1}{#2}{#3}}
+\begin{document}
+\input{TABLE}
+\end{document}
+"""
+
+
+@pytest.mark.skipif(PDFLATEX is None, reason="pdflatex is not installed (Debian: apt-get install "
+                    "texlive-latex-base texlive-latex-recommended)")
+@pytest.mark.parametrize("synthetic", [False, True])
+def test_latex_tables_fit_a_two_column_page(fake_runs, synthetic):
+    """Every .tex table, with every variant on the three datasets (real: with the published rows),
+    compiles inside a two-column paper's table* with no overfull box."""
+    cfg = fake_runs(synthetic=synthetic, variants=list(VARIANTS),
+                    datasets=("mosi", "mosei", "iemocap"))
+    report(cfg, cfg.variants, n_boot=50)
+    texs = sorted(Path("reports/tables").glob("*.tex"))
+    assert [t.stem for t in texs] == ["efficiency", "table1", "table2", "table3", "table4"]
+    for tex in texs:
+        doc = Path(f"doc_{tex.stem}.tex")
+        doc.write_text(TWO_COLUMN.replace("TABLE", tex.as_posix()))
+        p = subprocess.run([PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", doc.name],
+                           capture_output=True, text=True, timeout=120)
+        log = Path(f"doc_{tex.stem}.log").read_text(errors="replace")
+        assert p.returncode == 0, f"{tex}: {log[-3000:]}"
+        assert "Overfull \\hbox" not in log, f"{tex}: " + "\n".join(
+            l for l in log.splitlines() if "Overfull" in l)
+        natural = [float(w) for w in re.findall(r"NATURAL-WIDTH ([\d.]+)pt", log)]
+        assert all(w <= 1.45 * 505 for w in natural), (tex, natural)  # scaled to >= 69 %: readable
+        text = tex.read_text()
+        assert "\\caption{Table" not in text and "\\caption{Efficiency" not in text  # LaTeX numbers it
+
+
+def test_table3_sets_sgm_against_ogm_ge_and_mmpareto(fake_runs):
+    cfg = fake_runs(synthetic=True, variants=["pase", "pase-no_sgm", "pase-ogm_ge", "pase-mmpareto"],
+                    datasets=("mosi",))
+    report(cfg, cfg.variants, n_boot=50)
+    t3 = Path("reports/tables/table3.md").read_text()
+    ablations = t3.split("### Each variant")[0]
+    for row in ("| PaSE (pase) |", "| - SGM (pase-no_sgm) |", "| OGM-GE instead of SGM (pase-ogm_ge) |",
+                "| MMPareto instead of SGM (pase-mmpareto) |"):
+        assert row in ablations
+    tests = [l for l in t3.split("### Each variant")[1].splitlines() if l.startswith("| MMPareto")]
+    assert len(tests) == 4  # MOSI Acc-2 and F1, has0 and non0, each against full PaSE

@@ -27,7 +27,14 @@ def test_trains_beats_constant_and_writes_outputs(tiny_project):
     assert m["test"]["mae"] < 0.8 * constant_mae
     lines = (out / "predictions.csv").read_text().splitlines()
     assert lines[0] == "id,prediction,label" and len(lines) == len(y_test) + 1
-    assert (out / "live" / "metrics.json").exists()  # dvclive's summary
+    # dvclive's per-epoch curve (x = the 1-based epoch) equals history.json; no summary file in
+    # the directory dvc.yaml declares as plots
+    curves = paths.curves_dir("mosi", "late_fusion", 0)
+    rows = [l.split("\t") for l in (curves / "plots" / "metrics" / "valid_mae.tsv").read_text().splitlines()]
+    history = json.loads((out / "history.json").read_text())
+    assert rows[0] == ["step", "valid_mae"]
+    assert [(int(s), float(v)) for s, v in rows[1:]] == [(h["epoch"], h["valid_mae"]) for h in history]
+    assert {p.suffix for p in curves.rglob("*") if p.is_file()} == {".tsv"}
     assert not any(paths.DATA.joinpath("checkpoints").glob("*/last.pt"))  # cleaned on success
 
 

@@ -548,7 +548,7 @@ def align_cmu(paths: Mapping[str, str | Path], folds: Mapping[str, Sequence[str]
                         len(absent), absent[:3])
         videos = [v for v in videos if v in split_of]
 
-        for vid in tqdm(videos, desc="align", unit="video", disable=not progress):
+        for vid in tqdm(videos, desc="align", unit="video", disable=None if progress else True):
             w_iv, w_feat = csd["words"].read(vid)
             l_iv, l_feat = csd["labels"].read(vid)
             if l_feat.shape[1] == 0:

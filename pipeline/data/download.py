@@ -155,7 +155,7 @@ def _fetch_into(url: str, part: Path, *, timeout: float, chunk: int, progress: b
                 mode, start = "wb", 0
 
             with open(part, mode) as f, tqdm(total=total, initial=start, unit="B", unit_scale=True,
-                                             unit_divisor=1024, desc=desc, disable=not progress,
+                                             unit_divisor=1024, desc=desc, disable=None if progress else True,
                                              leave=False) as bar:
                 for block in r.iter_content(chunk_size=chunk):
                     f.write(block)

@@ -105,7 +105,7 @@ def encode_words(encoder: TextEncoder, utterances: list[list[str]], max_words: i
     order = [i for i in np.argsort(-lengths, kind="stable") if lengths[i] > 0]  # empty -> zeros, length 0
     model = encoder.model.to(device).eval()
     n_tokenless = 0
-    with torch.no_grad(), tqdm(total=len(words), disable=not progress, unit="utt",
+    with torch.no_grad(), tqdm(total=len(words), disable=None if progress else True, unit="utt",
                                desc=f"text ({encoder.name})") as bar:
         bar.update(len(words) - len(order))
         for start in range(0, len(order), batch_size):

@@ -2,7 +2,8 @@
 
 Modules:
 - `summary`: the stage's entry point `report(cfg, variants, out_dir=Path("reports"))`; writes
-  reports/metrics.json (for `dvc metrics show`), reports/tables/, reports/README.md and
+  reports/metrics.json (the headline, for `dvc metrics show` / `dvc exp show`),
+  reports/metrics_detail.json (every metric and seed), reports/tables/, reports/README.md and
   reports/summary.md from the runs under data/runs/.
 - `tables`: Tables 1-4 and the efficiency table, each as Markdown, LaTeX (booktabs) and CSV;
   published numbers beside ours only when the data are real, never beside synthetic numbers.

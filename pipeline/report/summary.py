@@ -1,7 +1,10 @@
 """The `report` stage: read every run's outputs and write
 
-- reports/metrics.json   {dataset: {variant: {metric: mean, metric_std: std, seeds: n}},
-                          "synthetic": bool per dataset}, for `dvc metrics show`
+- reports/metrics.json   the headline for `dvc metrics show` / `dvc exp show`: per dataset and
+                          variant the paper's headline metrics (HEADLINE), mean and std over seeds,
+                          plus "synthetic": bool per dataset; small enough to read in a terminal
+- reports/metrics_detail.json  every test metric: mean, std and seeds, and each seed's numbers
+                          (not a DVC metric: 1,000+ numbers are for reading, not a table)
 - reports/tables/        Tables 1-4 and the efficiency table (.md, .tex, .csv; tables.py)
 - reports/README.md      the report: run settings, how to read it, every table, the figures
 - reports/summary.md     every test metric of every run (mean ± std), one table per dataset
@@ -74,10 +77,38 @@ def summarise(results: list[dict]) -> dict:
     return out
 
 
+# The paper's headline metrics (its Tables 3 and 4): non0 Acc-2 and F1 on MOSI / MOSEI, with MAE
+# (the selection metric); WA on IEMOCAP, with the mean F1 over the four emotions (Table 2).
+HEADLINE = {"regression": ("acc2_non0", "f1_non0", "mae"), "classification": ("wa", "mean_f1")}
+HEADLINE_DECIMALS = 4
+
+
+def headline(detail: dict) -> dict:
+    """The compact `reports/metrics.json`: {dataset: {variant: {metric: mean, metric_std: std}},
+    "synthetic": bool} for the HEADLINE metrics; variants that do not apply are left out (the
+    detail file says so)."""
+    out = {}
+    for ds, by_variant in detail.items():
+        keys = HEADLINE["classification" if ds == "iemocap" else "regression"]
+        out[ds] = {}
+        for v, d in by_variant.items():
+            if v == "synthetic" or d["summary"].get("not_applicable"):
+                continue
+            out[ds][v] = {f"{k}{s}": round(d["summary"][f"{k}{s}"], HEADLINE_DECIMALS)
+                          for k in keys for s in ("", "_std")}
+        out[ds]["synthetic"] = by_variant["synthetic"]
+    return out
+
+
 def metrics_json(runs: Runs) -> dict:
+    """Every test metric (`reports/metrics_detail.json`): {dataset: {variant: {"summary":
+    summarise(...), "seeds": {seed: {"test": {...}, "best_epoch": n}}}}, "synthetic": bool}."""
     out = {}
     for ds, by_variant in runs.raw.items():
-        out[ds] = {v: summarise(rs) for v, rs in by_variant.items()}
+        out[ds] = {v: {"summary": summarise(rs),
+                       "seeds": {str(r["seed"]): {"test": r["test"], "best_epoch": r.get("best_epoch")}
+                                 for r in rs if "test" in r}}
+                   for v, rs in by_variant.items()}
         out[ds]["synthetic"] = runs.synthetic(ds)
     return out
 
@@ -147,8 +178,9 @@ def readme(cfg: Config, runs: Runs, variants: list[str], tables, out_dir: Path) 
                   "configured (params.yaml, `data.<dataset>.source`).", ""]
     lines += ["Written by `python -m pipeline report` (the `report` stage of dvc.yaml) from "
               "data/runs/. Tables as Markdown, LaTeX and CSV: [tables/](tables/); numbers for "
-              "`dvc metrics show`: [metrics.json](metrics.json); every metric of every run: "
-              "[summary.md](summary.md).", "", "## Settings", ""]
+              "`dvc metrics show`: [metrics.json](metrics.json) (the headline metrics); every "
+              "metric of every run: [summary.md](summary.md) and "
+              "[metrics_detail.json](metrics_detail.json).", "", "## Settings", ""]
     lines += _settings(cfg, runs, variants) + ["", "## How to read", "",
                                                 HOW_TO_READ + _how_to_read_data(runs), ""]
     for t in tables:
@@ -194,9 +226,10 @@ def summary_markdown(cfg: Config, runs: Runs, metrics: dict) -> str:
                   "accuracies and F1 in %.", "",
                   "| Model | Run | " + " | ".join(n for n, _ in cols.values()) + " |",
                   "|---|---|" + "---:|" * len(cols)]
-        for v, m in metrics[ds].items():
+        for v, d in metrics[ds].items():
             if v == "synthetic":
                 continue
+            m = d["summary"]
             if m.get("not_applicable"):
                 cells = ["n/a"] * len(cols)
             else:
@@ -218,7 +251,8 @@ def _pm(k: str, mean, std, n: int) -> str:
 
 def report(cfg: Config, variants: list[str], out_dir: Path = paths.REPORTS, n_boot: int = 1000,
            boot_seed: int = 0) -> Path:
-    """Write metrics.json, tables/, README.md and summary.md under `out_dir`; returns summary.md.
+    """Write metrics.json, metrics_detail.json, tables/, README.md and summary.md under `out_dir`;
+    returns summary.md.
 
     `n_boot` / `boot_seed`: resamples and seed of Table 3's paired bootstrap intervals.
     """
@@ -227,7 +261,8 @@ def report(cfg: Config, variants: list[str], out_dir: Path = paths.REPORTS, n_bo
     metrics = metrics_json(runs)
     tables = build_tables(runs, list(cfg.seeds), n_boot=n_boot, boot_seed=boot_seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_atomic(out_dir / "metrics.json", json.dumps(headline(metrics), indent=2, sort_keys=True) + "\n")
+    write_atomic(out_dir / "metrics_detail.json", json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     written = write_tables(tables, out_dir / "tables")
     write_atomic(out_dir / "README.md", readme(cfg, runs, variants, tables, out_dir) + "\n")
     write_atomic(out_dir / "summary.md", summary_markdown(cfg, runs, metrics) + "\n")

@@ -49,13 +49,16 @@ ALPHA = 0.05
 
 TABLE3_VARIANTS = tuple(r.variant for r in paper.TABLE3.rows)  # pase first
 TABLE4_VARIANTS = tuple(r.variant for r in paper.TABLE4.rows)  # pase last
-EXTRA_TABLE3 = ("pase-ogm_ge",)  # SGM replaced by OGM-GE: a balancing ablation the paper lacks
+# SGM replaced by OGM-GE or MMPareto: the balancing ablations the paper lacks (README: SGM against
+# gradient-ratio and Pareto modulation, everything else equal)
+EXTRA_TABLE3 = ("pase-ogm_ge", "pase-mmpareto")
 BASELINES = tuple(v for v in VARIANTS if v not in TABLE3_VARIANTS + TABLE4_VARIANTS)
 NAMES = {  # display names; the paper's row names where it has the row
     **{r.variant: r.name for t in (paper.TABLE3, paper.TABLE4, paper.TABLE1) for r in t.rows
        if r.variant},
     "pase": "PaSE", "late_fusion": "Late fusion", "ef_lstm": "EF-LSTM", "tfn": "TFN", "lmf": "LMF",
     "cpsl": "CP+SL", "pase-ogm_ge": "OGM-GE instead of SGM",
+    "pase-mmpareto": "MMPareto instead of SGM",
 }
 NOT_PERCENT = ("corr", "mae")
 LABELS = {"acc2": "Acc-2", "f1": "F1", "acc7": "Acc-7", "acc5": "Acc-5", "corr": "Corr",
@@ -197,6 +200,11 @@ class Table:
     intro: list[str] = field(default_factory=list)  # lines under the title
     notes: list[str] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)  # long-format CSV lines
+
+    @property
+    def caption(self) -> str:
+        """The title for LaTeX's \\caption (which numbers the table itself)."""
+        return f"{SYNTHETIC_TITLE} — {self.title}" if self.synthetic else self.title
 
     @property
     def heading(self) -> str:
@@ -410,6 +418,26 @@ def _na_notes(t: Table, b: Builder, variants, datasets) -> None:
                 t.notes.append(f"n/a: {name(v)} ({v}) does not apply to {DS_LABEL[ds]}: {r}.")
 
 
+MMSA_RUN = "MMSA rerun"
+
+
+def _mmsa_rows(b: Builder, t: Table, part: str, row_name: str, v: str | None, ds: str, cols,
+               real: bool) -> list[list[str]]:
+    """MMSA's published rerun of a baseline (paper.MMSA_RERUN), on real data only."""
+    if not real or v not in paper.MMSA_RERUN:
+        return []
+    setting, values = paper.MMSA_RERUN[v]
+    if ds not in values:
+        return []
+    cells = []
+    for d, ms in cols:
+        cells.append("/".join(num(values[d].get(m), paper.decimals("table1", m)) for m in ms))
+        for m in ms:
+            b.record(t, part, row_name, v, f"{MMSA_RUN} ({setting})", d, m, value=values[d].get(m),
+                     note=paper.MMSA_SOURCE)
+    return [[row_name, f"{MMSA_RUN} ({setting})"] + cells]
+
+
 def table1(b: Builder, seeds) -> Table | None:
     dss = [d for d in ("mosi", "mosei") if d in b.runs.datasets]
     variants = [r.variant for r in paper.TABLE1.rows if r.variant] + list(BASELINES)
@@ -428,9 +456,11 @@ def table1(b: Builder, seeds) -> Table | None:
         for r in in_paper:
             if r.variant and b.runs.has(ds, r.variant) or real:
                 p.rows += b.model_block(t, p.caption, paper.TABLE1, r.name, r.variant, cols, real)
+                p.rows += _mmsa_rows(b, t, p.caption, r.name, r.variant, ds, cols, real)
         for v in BASELINES:
             if v not in {r.variant for r in paper.TABLE1.rows} and b.runs.has(ds, v):
                 p.rows += b.model_block(t, p.caption, None, name(v), v, cols, real)
+                p.rows += _mmsa_rows(b, t, p.caption, name(v), v, ds, cols, real)
             if real and v == "cpsl" and ds == "mosi":
                 c = paper.CPSL_SECONDARY
                 p.rows.append([c["name"], f"{c['status']} secondary summary",
@@ -440,6 +470,9 @@ def table1(b: Builder, seeds) -> Table | None:
         p.rows += b.model_block(t, p.caption, paper.TABLE1, "PaSE", "pase", cols, real)
         t.parts.append(p)
     _paper_notes(t, paper.TABLE1, real)
+    if real and any(r[1].startswith(MMSA_RUN) for p in t.parts for r in p.rows):
+        t.notes.append(f"\"{MMSA_RUN}\" rows: the MMSA toolkit's own reruns of the baseline, "
+                       f"{paper.MMSA_SOURCE}; (aligned) / (unaligned): the features it used.")
     if real and "mosi" in dss:
         c = paper.CPSL_SECONDARY
         t.notes.append(f"CP+SL {c['value']:.2f} MOSI Acc-2 is {c['status']}: {c['source']}.")
@@ -542,6 +575,8 @@ def table3(b: Builder, seeds) -> Table | None:
         "when every per-seed difference is the same, which few seeds make likely: read p with n.",
         "OGM-GE instead of SGM (pase-ogm_ge): the PaSE backbone with SGM off and OGM-GE's gradient "
         "modulation (not in the paper).",
+        "MMPareto instead of SGM (pase-mmpareto): the PaSE backbone with SGM off and MMPareto's "
+        "Pareto integration of multimodal and unimodal gradients (not in the paper).",
     ]
     _na_notes(t, b, variants, dss)
     return t
@@ -732,25 +767,45 @@ def tex_escape(s: str) -> str:
     return "".join(_TEX.get(ch, ch) for ch in s)
 
 
+def _tex_cell(c: str, align: str, header: bool = False) -> str:
+    """A cell on two lines where it has two parts ("has0 / non0" values; a heading's
+    "(has0/non0)"), which halves the width of Tables 1 and 3."""
+    if " / " in c:
+        lines = c.split(" / ", 1)
+    elif header and " (" in c:
+        head, rest = c.split(" (", 1)
+        lines = [head, "(" + rest]
+    else:
+        return tex_escape(c)
+    return f"\\shortstack[{align}]{{{tex_escape(lines[0])}\\\\{tex_escape(lines[1])}}}"
+
+
 def to_latex(t: Table) -> str:
-    out = ["% Generated by pipeline/report/tables.py; needs \\usepackage{booktabs} and "
-           "\\usepackage{amssymb} (\\checkmark).", ""]
+    """Each part as a `table*` (both columns of a two-column paper such as AAAI's or ACL's). A
+    tabular wider than \\textwidth is scaled down to it (measured in a box first, so a table that
+    fits keeps its natural size); notes are set ragged right at the text width. The caption is
+    the title alone: LaTeX prints "Table n:" itself."""
+    out = ["% Generated by pipeline/report/tables.py for a two-column paper (table* spans both "
+           "columns); needs \\usepackage{booktabs,graphicx,amssymb}.", ""]
     for i, p in enumerate(t.parts):
         align = p.align or "".join("l" if i < 2 or c in TEXT_COLUMNS else "r"
                                    for i, c in enumerate(p.columns))
-        caption = t.heading + (f" ({p.caption})" if p.caption else "")
-        out += ["\\begin{table}[t]", "\\centering", "\\small",
+        caption = t.caption + (f" ({p.caption})" if p.caption else "")
+        out += ["\\begin{table*}[t]", "\\centering", "\\small", "\\setlength{\\tabcolsep}{4pt}",
                 f"\\caption{{{tex_escape(caption)}}}",
                 f"\\label{{tab:{t.name}{'-' + str(i + 1) if len(t.parts) > 1 else ''}}}",
-                f"\\begin{{tabular}}{{{align}}}", "\\toprule",
-                " & ".join(tex_escape(c) for c in p.columns) + " \\\\", "\\midrule"]
-        out += [" & ".join(tex_escape(c) for c in r) + " \\\\" for r in p.rows]
-        out += ["\\bottomrule", "\\end{tabular}"]
+                "\\sbox0{%", f"\\begin{{tabular}}{{{align}}}", "\\toprule",
+                " & ".join(_tex_cell(c, a, header=True) for c, a in zip(p.columns, align))
+                + " \\\\", "\\midrule"]
+        out += [" & ".join(_tex_cell(c, a) for c, a in zip(r, align)) + " \\\\" for r in p.rows]
+        out += ["\\bottomrule", "\\end{tabular}}%",
+                "\\ifdim\\wd0>\\textwidth\\resizebox{\\textwidth}{!}{\\usebox0}\\else\\usebox0\\fi"]
         if i == len(t.parts) - 1 and (t.intro or t.notes):
-            out += ["\\par\\smallskip", "\\begin{minipage}{\\linewidth}\\footnotesize"]
+            out += ["\\par\\smallskip",
+                    "\\begin{minipage}{\\textwidth}\\footnotesize\\raggedright"]
             out += [tex_escape(x) + "\\par" for x in t.intro + t.notes]
             out += ["\\end{minipage}"]
-        out += ["\\end{table}", ""]
+        out += ["\\end{table*}", ""]
     return "\n".join(out)
 
 
