@@ -79,16 +79,25 @@ def test_predict_a_mosi_model_on_mosei(trained, capsys):
 
 
 def test_predict_on_an_mmsa_pickle_needs_its_checksum(trained):
-    pkl = Path("aligned_50.pkl")
-    pkl.write_bytes(pickle.dumps(mmsa_data(da=74, dv=35)))  # MOSEI-sized MMSA layout
+    pkl = Path("unaligned_50.pkl")
+    pkl.write_bytes(pickle.dumps(mmsa_data(aligned=False, da=74, dv=35)))  # MOSEI-sized MMSA layout
     with pytest.raises(DataError, match="sha256"):
         predict_run("mosi/pase", pkl, source="mmsa", data_dataset="mosei")
     r = predict_run("mosi/pase", pkl, source="mmsa", data_dataset="mosei", sha256=sha(pkl))
-    pred, label, ids = _predictions(Path("predictions/mosi-pase_on_aligned_50/seed0/predictions.csv"))
+    pred, label, ids = _predictions(Path("predictions/mosi-pase_on_unaligned_50/seed0/predictions.csv"))
     assert len(ids) == 4 and r["metrics"]["mae"] == pytest.approx(
         np.mean([regression_metrics(*_predictions(
-            Path(f"predictions/mosi-pase_on_aligned_50/seed{s}/predictions.csv"))[:2])["mae"]
+            Path(f"predictions/mosi-pase_on_unaligned_50/seed{s}/predictions.csv"))[:2])["mae"]
             for s in (0, 1)]), abs=1e-6)
+
+
+def test_predict_refuses_text_features_other_than_the_models(trained):
+    """MMSA's aligned files bring token-level BERT features as the text (README "Your real
+    data"); a model trained on re-encoded words cannot read them."""
+    pkl = Path("aligned_50.pkl")
+    pkl.write_bytes(pickle.dumps(mmsa_data(da=74, dv=35)))
+    with pytest.raises(DataError, match="its text comes as .*MMSA aligned_50.pkl.*trained on text from"):
+        predict_run("mosi/pase", pkl, source="mmsa", data_dataset="mosei", sha256=sha(pkl))
 
 
 def test_predict_errors_name_what_is_wrong(trained):

@@ -75,7 +75,8 @@ def test_only_late_fusion_figures_stage_and_report_still_work(tiny_project):
     readme = (paths.REPORTS / "README.md").read_text()
     assert "Figure 3: t-SNE of the fused test representations: not drawn for this run set — " \
            "no fused_test.npy of pase on mosi, seed 0." in readme
-    assert json.loads((paths.REPORTS / "metrics.json").read_text())["mosi"]["late_fusion"]["seeds"] == 1
+    assert "acc2_non0" in json.loads((paths.REPORTS / "metrics.json").read_text())["mosi"]["late_fusion"]
+    assert json.loads((paths.REPORTS / "metrics_detail.json").read_text())["mosi"]["late_fusion"]["summary"]["seeds"] == 1
 
 
 def test_small_test_splits_draw_or_skip_each_figure_with_a_note(tiny_project):
