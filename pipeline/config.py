@@ -77,6 +77,18 @@ class TextConfig:
 
 
 @dataclass
+class PartsConfig:
+    """A value per optimizer part (None: the train section's own value). The parts are the
+    optimizer's groups: each modality's encoder (text: BERT when it is fine-tuned) and "shared"
+    (everything else), as Self-MM's separate learning rates for BERT, audio, video and the rest."""
+
+    text: float | None = _range(0.0, default=None)
+    audio: float | None = _range(0.0, default=None)
+    vision: float | None = _range(0.0, default=None)
+    shared: float | None = _range(0.0, default=None)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = _range(1, default=10)
     batch_size: int = _range(1, default=64)
@@ -88,6 +100,12 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision (bfloat16 autocast) when training on a GPU; ignored on CPU
     num_threads: int = _range(0, default=1)  # torch CPU threads; 0 = torch's default
+    lr_parts: PartsConfig = field(default_factory=PartsConfig)  # per-part learning rates
+    weight_decay_parts: PartsConfig = field(default_factory=PartsConfig)  # per-part weight decay
+    grad_clip: float | None = _range(0.0, default=None)  # None: no clipping
+    grad_clip_mode: Literal["norm", "value"] = "norm"  # clip_grad_norm_ | clip_grad_value_ (MMSA)
+    early_stop: int | None = _range(1, default=None)  # stop after this many epochs without a
+    #                                                   better validation score (None: never)
 
 
 @dataclass
@@ -170,6 +188,18 @@ class CpConfig:
 
 
 @dataclass
+class PaperSizeConfig:
+    """Size overrides of the paper profile: the only keys that change a `profile: paper` run
+    without leaving the profile (a rehearsal on CPU, a short trial on a GPU). null: the profile's
+    value. They are refused under `profile: cpu`, where they would be inert."""
+
+    epochs: int | None = _range(1, default=None)  # instead of 200
+    text_encoder: Literal["minilm", "bert-base-uncased", "tiny-random-bert"] | None = None
+    synthetic_scale: float | None = _range(0.001, 1.0, default=None)  # with allow_synthetic
+    allow_synthetic: bool = False  # opt in to synthetic data under the paper profile
+
+
+@dataclass
 class Config:
     profile: Literal["cpu", "paper"] = "cpu"
     datasets: list[Literal["mosi", "mosei", "iemocap"]] = field(default_factory=lambda: ["mosi"])
@@ -192,6 +222,10 @@ class Config:
     ogm: OgmConfig = field(default_factory=OgmConfig)
     mmpareto: MmparetoConfig = field(default_factory=MmparetoConfig)
     cp: CpConfig = field(default_factory=CpConfig)
+    paper: PaperSizeConfig = field(default_factory=PaperSizeConfig)
+    # Constructor arguments of the model; the paper profile fills them from the method's row of
+    # pipeline/method_settings.py (recorded in every run's metrics.json)
+    model_args: dict = field(default_factory=dict)
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in ("mosi", "mosei", "iemocap"):
@@ -221,6 +255,10 @@ def _type_name(tp) -> str:
 def _convert(value: Any, tp, key: str):
     """Check `value` against the annotation `tp`; return it converted (e.g. int -> float)."""
     origin = typing.get_origin(tp)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a section (mapping) with keys "
@@ -295,21 +333,125 @@ def _build(cls, raw: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
-# The paper's setting as a whole (supplementary, "Implementation Details"): selecting
-# `profile: paper` fixes these keys, whatever params.yaml says for them.
-PAPER_PROFILE = {
-    "text": {"encoder": "bert-base-uncased", "finetune": True},
-    # hidden 328: the size that brings the whole model (BERT-base + PaSE) to the supplementary's
-    # 114,795,953 parameters (ours: 114,733,083 on MOSEI-sized inputs; `python -m pipeline count`)
-    "train": {"lr": 1e-5, "batch_size": 64, "epochs": 200, "device": "cuda", "amp": True,
-              "hidden": 328, "encoder": "lstm"},
+# ------------------------------------------------------------------ profiles
+
+def _paper_profile() -> dict:
+    from pipeline.method_settings import SETTINGS
+    pase = SETTINGS["pase"]["common"]["train"]
+    return {
+        "text": {"encoder": "bert-base-uncased", "finetune": True},
+        # PaSE's row of pipeline/method_settings.py (supplementary, "Implementation Details");
+        # each baseline's row replaces these train keys for its variants (variants.py)
+        "train": {**pase, "epochs": 200, "amp": True},
+        "pcl": {"gamma": 0.98},
+        "cal": {"reg": 0.01, "alpha": 0.1, "beta": 0.05},
+        "loss": {"mu": 0.1},
+        "synthetic": {"scale": 1.0},
+        "data": {d: {"synthetic_scale": None} for d in ("mosi", "mosei", "iemocap")},
+        "sgm": {"switch": "plateau", "patience": 5},
+    }
+
+
+# The paper's setting as a whole (supplementary, "Implementation Details"): `profile: paper`
+# fixes these keys, and the per-method train keys of pipeline/method_settings.py.
+PAPER_PROFILE = _paper_profile()
+
+# The same keys as params.yaml holds them for the CPU profile (tests/test_profiles.py checks that
+# they match the file). Under `profile: paper` a fixed key must still hold this value (the
+# profile then replaces it) or the profile's own value; anything else is a value the user set,
+# and the run stops naming it: size changes go through the `paper:` section instead.
+CPU_PROFILE = {
+    "text": {"encoder": "minilm", "finetune": False},
+    "train": {"lr": 0.003, "batch_size": 32, "hidden": 64, "encoder": "conv", "dropout": 0.1,
+              "epochs": 8, "amp": True, "weight_decay": 0.0, "grad_clip": None,
+              "grad_clip_mode": "norm", "early_stop": None,
+              "lr_parts": {p: None for p in ("text", "audio", "vision", "shared")},
+              "weight_decay_parts": {p: None for p in ("text", "audio", "vision", "shared")}},
     "pcl": {"gamma": 0.98},
     "cal": {"reg": 0.01, "alpha": 0.1, "beta": 0.05},
     "loss": {"mu": 0.1},
     "synthetic": {"scale": 1.0},
-    "data": {d: {"synthetic_scale": None} for d in ("mosi", "mosei", "iemocap")},
-    "sgm": {"switch": "plateau", "patience": 5},
+    "data": {"mosi": {"synthetic_scale": 0.2}, "mosei": {"synthetic_scale": 0.02},
+             "iemocap": {"synthetic_scale": 0.1}},
+    "sgm": {"switch": "epoch", "patience": 2},
 }
+
+# paper.<key> -> the dotted key it sets under the paper profile
+SIZE_OVERRIDES = {"epochs": "train.epochs", "text_encoder": "text.encoder",
+                  "synthetic_scale": "synthetic.scale"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def _get(raw: dict, dotted: str, missing=None):
+    for part in dotted.split("."):
+        if not isinstance(raw, dict) or part not in raw:
+            return missing
+        raw = raw[part]
+    return raw
+
+
+def _same(a, b) -> bool:
+    return a == b and type(a) in (type(b), int, float) and type(b) in (type(a), int, float)
+
+
+def profile_fixed_keys() -> dict:
+    """{dotted key: the paper profile's value, or PER_METHOD where the method's row sets it}."""
+    from pipeline.method_settings import TRAIN_KEYS
+    fixed = {f"train.{k}": PER_METHOD for k in TRAIN_KEYS}
+    fixed.update({k: PER_METHOD for k in _flat({"train": {p: CPU_PROFILE["train"][p]
+                                                    for p in ("lr_parts", "weight_decay_parts")}})})
+    for k in ("train.lr_parts", "train.weight_decay_parts"):
+        fixed.pop(k)
+    fixed.update(_flat(PAPER_PROFILE))
+    return fixed
+
+
+def resolve_profile(raw: dict) -> dict:
+    """params.yaml as written -> the values that run. `profile: cpu` is the file itself;
+    `profile: paper` replaces the keys it fixes, after checking that the file does not set any
+    of them to a value of its own (explicit beats implicit: such a run stops, naming the key)."""
+    size = raw.get("paper") or {}
+    if raw.get("profile") != "paper":
+        set_ = {k: v for k, v in size.items() if v not in (None, False)} if isinstance(size, dict) else {}
+        if set_:
+            raise ConfigError(f"paper.{next(iter(set_))}: set to {next(iter(set_.values()))!r} but "
+                              f"profile is {raw.get('profile', 'cpu')!r}; the paper section sizes "
+                              "the paper profile only (set it back to null, or use profile: paper)")
+        return raw
+    cpu, conflicts = _flat(CPU_PROFILE), []
+    for key, paper_value in profile_fixed_keys().items():
+        have = _get(raw, key, missing=_MISSING)
+        if have is _MISSING or _same(have, cpu.get(key, _MISSING)) or (
+                paper_value is not PER_METHOD and _same(have, paper_value)):
+            continue
+        size_key = next((f"paper.{s}" for s, k in SIZE_OVERRIDES.items() if k == key), None)
+        conflicts.append(
+            f"{key}: params.yaml sets {have!r}, but profile 'paper' fixes it "
+            + (f"to {paper_value!r}" if paper_value is not PER_METHOD else "per method "
+               "(pipeline/method_settings.py)")
+            + (f"; to change it under the profile set {size_key} instead" if size_key else "")
+            + f"; to run your value, use profile: cpu; to run the profile's, set it back to "
+            f"{cpu.get(key)!r}")
+    if conflicts:
+        raise ConfigError("profile 'paper' conflicts with values set in params.yaml:\n  "
+                          + "\n  ".join(conflicts))
+    out = _merge(raw, PAPER_PROFILE)
+    for name, key in SIZE_OVERRIDES.items():
+        if isinstance(size, dict) and size.get(name) is not None:
+            section, leaf = key.split(".")
+            out = _merge(out, {section: {leaf: size[name]}})
+    return out
+
+
+_MISSING = object()
+PER_METHOD = "per method"
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -319,10 +461,12 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-def config_from_dict(raw: dict | None) -> Config:
+def config_from_dict(raw: dict | None, resolved: bool = False) -> Config:
+    """Validate params (as params.yaml holds them, or `resolved`: already through
+    `resolve_profile`, as `as_dict` of a Config is)."""
     raw = raw or {}
-    if isinstance(raw.get("profile"), str) and raw["profile"] == "paper":
-        raw = _merge(raw, PAPER_PROFILE)
+    if not resolved:
+        raw = resolve_profile(raw)
     cfg = _build(Config, raw)
     if not cfg.seeds:
         raise ConfigError("seeds: at least one seed is needed")

@@ -78,19 +78,21 @@ def build_model(cfg: Config, dims: dict[str, int], task: str, bert_factory=load_
         return pase.build(dims, out_dim, task, cfg, bert=bert_factory(cfg))
     if cfg.model == "late_fusion":
         from pipeline.models.late_fusion import LateFusion
-        return LateFusion(dims, out_dim, hidden=cfg.train.hidden, dropout=cfg.train.dropout)
+        return LateFusion(dims, out_dim, hidden=cfg.train.hidden, dropout=cfg.train.dropout,
+                          **cfg.model_args)
     from pipeline.models.baselines import BASELINES, NEEDS
     if cfg.model in BASELINES:
-        kw = {}
-        if "bert" in NEEDS.get(cfg.model, ()):
+        kw = dict(cfg.model_args)  # the paper profile's per-method constructor arguments
+        needs = NEEDS.get(cfg.model, ())
+        if "bert" in needs or ("bert_if_finetuned" in needs and cfg.text.finetune):
             bert = bert_factory(cfg)
             if bert is None:
                 raise ConfigError(f"model: {cfg.model!r} adapts BERT's layers, so it needs "
                                   "text.finetune: true (the GPU profile)")
             kw["bert"] = bert
-        if "task" in NEEDS.get(cfg.model, ()):
+        if "task" in needs:
             kw["task"] = task
-        if "n_train" in NEEDS.get(cfg.model, ()):
+        if "n_train" in needs:
             kw["n_train"] = n_train
         return BASELINES[cfg.model](dims, out_dim, hidden=cfg.train.hidden,
                                     dropout=cfg.train.dropout, **kw)
@@ -116,16 +118,38 @@ def build_balancer(cfg: Config, task: str) -> Balancer:
     return Balancer()
 
 
-def param_groups(model: nn.Module, lr: float) -> list[dict]:
-    """One optimizer group per modality encoder (a balancer may rescale its lr) + "shared"."""
+def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0, lr_parts=None,
+                 weight_decay_parts=None) -> list[dict]:
+    """One optimizer group per modality encoder (a balancer may rescale its lr) + "shared".
+    `lr_parts` / `weight_decay_parts` (a PartsConfig) give a group its own value (Self-MM's
+    separate rates for BERT, audio, video and the rest); None keeps `lr` / `weight_decay`."""
+    def part(parts, name, default):
+        value = getattr(parts, name, None) if parts is not None else None
+        return default if value is None else value
+
     groups, taken = [], set()
     for m, params in model.modality_parameters().items():
         params = [p for p in params if p.requires_grad and id(p) not in taken]
         taken.update(id(p) for p in params)
-        groups.append({"params": params, "name": m, "lr": lr, "base_lr": lr})
+        groups.append({"params": params, "name": m})
     shared = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
-    groups.append({"params": shared, "name": "shared", "lr": lr, "base_lr": lr})
+    groups.append({"params": shared, "name": "shared"})
+    for g in groups:
+        g["lr"] = g["base_lr"] = part(lr_parts, g["name"], lr)
+        g["weight_decay"] = part(weight_decay_parts, g["name"], weight_decay)
     return [g for g in groups if g["params"]]
+
+
+def clip_gradients(model: nn.Module, tcfg) -> None:
+    """train.grad_clip: clip_grad_norm_ over every trainable parameter, or clip_grad_value_ (the
+    rule MMSA's trainers use for MulT); after any balancer has rescaled the gradients."""
+    if tcfg.grad_clip is None:
+        return
+    params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+    if tcfg.grad_clip_mode == "value":
+        nn.utils.clip_grad_value_(params, tcfg.grad_clip)
+    else:
+        nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
 
 
 def score(outputs: np.ndarray, labels: np.ndarray, task: str) -> dict[str, float]:
@@ -135,10 +159,40 @@ def score(outputs: np.ndarray, labels: np.ndarray, task: str) -> dict[str, float
 
 
 def autocast(device: torch.device, enabled: bool):
-    # Mixed precision on the GPU profile (bfloat16 needs no loss scaling); full precision on CPU.
+    """Mixed precision on the GPU profile (bfloat16 needs no loss scaling); full precision on
+    CPU. Recurrent layers stay in fp32 inside it: see `fp32_recurrent`."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def fp32_recurrent(model: nn.Module) -> nn.Module:
+    """Run every LSTM/GRU/RNN of `model` in fp32 under autocast. torch's autocast casts cuDNN RNN
+    inputs to fp16 (not to the autocast dtype), without loss scaling; this pre-hook switches
+    autocast off inside each recurrent module and casts its floating inputs to fp32, so the
+    recurrence runs in full precision whatever autocast is active. tests/test_autocast_dtypes.py
+    lists each module's compute dtype."""
+    def to_fp32(x):
+        if torch.is_tensor(x) and x.is_floating_point():
+            return x.float()
+        if isinstance(x, nn.utils.rnn.PackedSequence):
+            return x._replace(data=x.data.float())
+        if isinstance(x, tuple):
+            return tuple(to_fp32(v) for v in x)
+        return x
+
+    for module in model.modules():
+        if isinstance(module, nn.RNNBase) and not getattr(module, "_fp32_wrapped", False):
+            forward = module.forward
+
+            def run(*args, _forward=forward, **kwargs):
+                with torch.autocast(device_type="cuda", enabled=False), \
+                        torch.autocast(device_type="cpu", enabled=False):
+                    return _forward(*to_fp32(args), **kwargs)
+
+            module.forward = run
+            module._fp32_wrapped = True
+    return model
 
 
 def trim_padding(batch: dict) -> dict:
@@ -176,7 +230,8 @@ def predict(model: nn.Module, data: StoreDataset, batch_size: int, device, amp=F
     return {k: np.concatenate(v) for k, v in outs.items() if v}
 
 
-def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) -> dict:
+def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
+               notes: tuple[str, ...] = ()) -> dict:
     """Train one seed; write metrics.json, predictions.csv, history and dvclive logs to `out`."""
     from dvclive import Live
 
@@ -194,8 +249,10 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
     data = {s: StoreDataset(store, s, text_file=text, modalities=mods, extra=extra)
             for s in ("train", "valid", "test")}
     model = build_model(cfg, {m: data["train"].dims[m] for m in mods}, task,
-                        n_train=len(data["train"])).to(device)
-    optim = torch.optim.Adam(param_groups(model, tcfg.lr), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+                        n_train=len(data["train"]))
+    model = fp32_recurrent(model).to(device)
+    optim = torch.optim.Adam(param_groups(model, tcfg.lr, tcfg.weight_decay, tcfg.lr_parts,
+                                          tcfg.weight_decay_parts), lr=tcfg.lr)
     balancer = build_balancer(cfg, task)
     from pipeline.models.balance import SGM
     monitor = SGM(rho=cfg.sgm.rho)  # computes Shapley values for the logs, changes nothing
@@ -225,6 +282,10 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
     epochs = tqdm(range(state["epoch"], tcfg.epochs), desc=f"{dataset}/{variant} seed {seed}",
                   initial=state["epoch"], total=tcfg.epochs, disable=None)
     for epoch in epochs:
+        if tcfg.early_stop and state["since_best"] >= tcfg.early_stop:
+            log.info("%s/%s seed %d: early stop after epoch %d (%d epochs without a better "
+                     "validation score)", dataset, variant, seed, epoch, state["since_best"])
+            break  # checked here, so a resumed run stops where the uninterrupted one did
         balancing = balancer.active(epoch)  # SGM: from the phase switch; others: their window
         model.on_epoch_start(epoch, state["phase"])
         model.train()
@@ -254,6 +315,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
                 # Contributions are logged in every phase and variant (Figure 5 compares runs
                 # with and without SGM); they are loss values the step already has.
                 info.update({f"shapley_{m}": v for m, v in monitor.shapley(out_).items()})
+            clip_gradients(model, tcfg)
             optim.step()
             n_steps += 1
             for k, v in {**{f"loss_{k}": v.item() for k, v in losses.items()}, **info}.items():
@@ -293,6 +355,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
         "epochs": tcfg.epochs, "phase2_epoch": state["phase2_epoch"],
         "valid": state["history"][state["best_epoch"] - 1], "test": test,
         "params": count_parameters(model), "text_encoder": text_attrs.get("encoder"),
+        "epochs_run": state["epoch"], "settings": effective_settings(cfg, dataset), "notes": list(notes),
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     (out / "history.json").write_text(json.dumps(state["history"], indent=1, sort_keys=True) + "\n")
@@ -344,11 +407,49 @@ def _write_predictions(path: Path, data: StoreDataset, outputs: np.ndarray, labe
                 w.writerow([i] + [f"{s:.6f}" for s in lg[:, 1] - lg[:, 0]] + [int(v) for v in y])
 
 
+def has_token_ids(text_file: Path) -> bool:
+    """Whether the embed stage stored BERT token ids (sources with raw text) for fine-tuning."""
+    import h5py
+    with h5py.File(text_file, "r") as f:
+        return "train" in f and "text_bert" in f["train"]
+
+
+def text_rule(cfg: Config, dataset: str) -> tuple[Config, str | None]:
+    """The rule for sources without raw text (MulT's pickles: GloVe vectors; IEMOCAP) under
+    fine-tuning: that dataset's runs keep the source's own frozen text features, and the run's
+    metrics.json and the report say so. Checked before training, not at the first batch."""
+    if not cfg.text.finetune or "text" not in cfg.modalities:
+        return cfg, None
+    text = paths.text_features(dataset)
+    if has_token_ids(text):
+        return cfg, None
+    note = (f"{dataset}: the source has no raw text ({read_attrs(text).get('encoder', 'source features')}), "
+            f"so text is the source's frozen features, not fine-tuned {cfg.text.encoder}")
+    from pipeline.config import _merge, config_from_dict
+    return config_from_dict(_merge(as_dict(cfg), {"text": {"finetune": False}}), resolved=True), note
+
+
+def effective_settings(cfg: Config, dataset: str) -> dict:
+    """What actually ran (params.yaml through the profile, the variant and the method's row)."""
+    out = {k: as_dict(getattr(cfg, k)) for k in ("text", "train")}
+    out.update(profile=cfg.profile, model=cfg.model, model_args=cfg.model_args,
+               balancer=cfg.balancer, modalities=list(cfg.modalities))
+    if cfg.profile == "paper":
+        from pipeline.method_settings import row
+        r = row(cfg.model, dataset)
+        out["method_source"] = r["source"] + (f" (row: {r['dataset_row']})" if r["dataset_row"] else "")
+    return out
+
+
 def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
-    vcfg = variant_config(cfg, variant)
+    vcfg = variant_config(cfg, variant, dataset)
     resolve_device(vcfg.train.device)  # fail before any work if the device is not there
     paths.run_dir(dataset, variant).mkdir(parents=True, exist_ok=True)
     reason = not_applicable(variant, read_attrs(paths.aligned_store(dataset))["task"])
+    vcfg, note = text_rule(vcfg, dataset)
+    from pipeline.models.baselines import NEEDS
+    if note and "bert" in NEEDS.get(vcfg.model, ()):
+        reason = reason or f"{vcfg.model} adapts BERT's layers and {note.split(': ', 1)[1]}"
     if reason:  # every seed says so, and the tables print n/a
         results = []
         for s in vcfg.seeds:
@@ -360,4 +461,7 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
             results.append(r)
         log.warning("%s/%s: not applicable (%s)", dataset, variant, reason)
         return results
-    return [train_seed(vcfg, dataset, variant, s, paths.seed_dir(dataset, variant, s)) for s in vcfg.seeds]
+    if note:
+        log.warning("%s", note)
+    return [train_seed(vcfg, dataset, variant, s, paths.seed_dir(dataset, variant, s),
+                       notes=(note,) if note else ()) for s in vcfg.seeds]
