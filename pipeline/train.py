@@ -166,32 +166,41 @@ def autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
+def _to_fp32(x):
+    if torch.is_tensor(x) and x.is_floating_point():
+        return x.float()
+    if isinstance(x, nn.utils.rnn.PackedSequence):
+        return x._replace(data=x.data.float())
+    if isinstance(x, tuple):
+        return tuple(_to_fp32(v) for v in x)
+    return x
+
+
+_FP32_CLASSES: dict[type, type] = {}
+
+
+def _fp32_class(cls: type) -> type:
+    """A subclass of an RNN class whose forward runs with autocast off, on fp32 inputs."""
+    if cls not in _FP32_CLASSES:
+        def forward(self, *args, **kwargs):
+            with torch.autocast(device_type="cuda", enabled=False), \
+                    torch.autocast(device_type="cpu", enabled=False):
+                return super(sub, self).forward(*_to_fp32(args), **kwargs)
+        sub = type(f"FP32{cls.__name__}", (cls,), {"forward": forward, "_fp32": True})
+        _FP32_CLASSES[cls] = sub
+    return _FP32_CLASSES[cls]
+
+
 def fp32_recurrent(model: nn.Module) -> nn.Module:
-    """Run every LSTM/GRU/RNN of `model` in fp32 under autocast. torch's autocast casts cuDNN RNN
-    inputs to fp16 (not to the autocast dtype), without loss scaling; this pre-hook switches
-    autocast off inside each recurrent module and casts its floating inputs to fp32, so the
-    recurrence runs in full precision whatever autocast is active. tests/test_autocast_dtypes.py
-    lists each module's compute dtype."""
-    def to_fp32(x):
-        if torch.is_tensor(x) and x.is_floating_point():
-            return x.float()
-        if isinstance(x, nn.utils.rnn.PackedSequence):
-            return x._replace(data=x.data.float())
-        if isinstance(x, tuple):
-            return tuple(to_fp32(v) for v in x)
-        return x
-
+    """Run every LSTM/GRU/RNN of `model` in fp32 under autocast. torch's autocast runs RNNs in
+    low precision (on CPU in bf16, as tests/test_autocast_dtypes.py shows; on CUDA the cuDNN RNN
+    path is reported to cast to fp16, not to the autocast dtype, and bf16 autocast has no loss
+    scaling); each recurrent module's class is swapped for a subclass
+    that switches autocast off and casts its inputs to fp32 (weights, state_dict and the
+    recurrence are unchanged). tests/test_autocast_dtypes.py lists each module's compute dtype."""
     for module in model.modules():
-        if isinstance(module, nn.RNNBase) and not getattr(module, "_fp32_wrapped", False):
-            forward = module.forward
-
-            def run(*args, _forward=forward, **kwargs):
-                with torch.autocast(device_type="cuda", enabled=False), \
-                        torch.autocast(device_type="cpu", enabled=False):
-                    return _forward(*to_fp32(args), **kwargs)
-
-            module.forward = run
-            module._fp32_wrapped = True
+        if isinstance(module, nn.RNNBase) and not getattr(module, "_fp32", False):
+            module.__class__ = _fp32_class(type(module))
     return model
 
 
