@@ -33,6 +33,8 @@ SOURCE_FILE = "source.json"  # written last by `download`: the raw folder is com
 
 def download(cfg: Config, dataset: str) -> Path:
     """Bring a dataset's raw inputs into data/raw/<dataset>/ and record where they came from."""
+    from pipeline.preflight import check
+    check(cfg)  # the paper profile's needs (weights, real data, GPU), before any work
     dcfg = cfg.dataset(dataset)
     out = paths.raw_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)
