@@ -458,7 +458,8 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
     vcfg, note = text_rule(vcfg, dataset)
     from pipeline.models.baselines import NEEDS
     if note and "bert" in NEEDS.get(vcfg.model, ()):
-        reason = reason or f"{vcfg.model} adapts BERT's layers and {note.split(': ', 1)[1]}"
+        reason = reason or (f"{vcfg.model} fine-tunes BERT's layers and {dataset}'s source has no "
+                            "raw text to tokenise")
     if reason:  # every seed says so, and the tables print n/a
         results = []
         for s in vcfg.seeds:

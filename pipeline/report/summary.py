@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import paths
-from pipeline.config import Config
+from pipeline.config import Config, as_dict
 from pipeline.data.schema import IEMOCAP_EMOTIONS
 from pipeline.errors import DataError
 from pipeline.metrics import REGRESSION_METRICS
@@ -89,13 +89,33 @@ def _settings(cfg: Config, runs: Runs, variants: list[str]) -> list[str]:
     return [
         f"- Data: {data}",
         f"- Text encoder: {', '.join(encoders) or 'not recorded'}"
-        + (" (fine-tuned)" if cfg.text.finetune else " (frozen, cached vectors)"),
+        + ((" (fine-tuned by the methods whose row says so, frozen vectors for the others)"
+            if cfg.profile == "paper" else " (fine-tuned)") if cfg.text.finetune
+           else " (frozen, cached vectors)"),
         f"- Profile: {cfg.profile}" + ("" if cfg.profile == "paper" else
                                        " (not the paper's setting: see PAPER_PROFILE in pipeline/config.py)"),
+        *_profile_lines(cfg, runs),
         f"- Seeds: {', '.join(map(str, cfg.seeds))} ({len(cfg.seeds)} runs per variant and dataset)",
         f"- Variants: {', '.join(variants)}",
         f"- Training devices: {', '.join(devices) or 'not recorded'}",
     ]
+
+
+def _profile_lines(cfg: Config, runs: Runs) -> list[str]:
+    """The paper profile's specifics: per-method settings, size overrides, per-dataset notes."""
+    lines = []
+    if cfg.profile == "paper":
+        lines.append("- The paper profile: each method at its own published or MMSA-config settings "
+                     "(pipeline/method_settings.py; what ran is each run's metrics.json `settings`)")
+        size = {k: v for k, v in as_dict(cfg.paper).items() if v not in (None, False)}
+        if size:
+            lines.append("- Size overrides of the paper profile: "
+                         + ", ".join(f"paper.{k}={v}" for k, v in size.items())
+                         + " (a rehearsal at reduced size, not the paper's run)")
+    notes = sorted({n for rs in runs.raw.values() for runs_ in rs.values() for r in runs_
+                    for n in r.get("notes", [])})
+    lines += [f"- Note: {n}" for n in notes]
+    return lines
 
 
 HOW_TO_READ = (
