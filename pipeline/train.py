@@ -38,6 +38,7 @@ from pipeline.data.store import StoreDataset, atomic_path, read_attrs, read_stri
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.metrics import iemocap_metrics, regression_metrics, selection_score
 from pipeline.models.base import Balancer, count_parameters, out_dim_for, task_loss
+from pipeline.precision import fp32_recurrent
 from pipeline.variants import not_applicable, variant_config
 
 log = logging.getLogger(__name__)
@@ -160,48 +161,10 @@ def score(outputs: np.ndarray, labels: np.ndarray, task: str) -> dict[str, float
 
 def autocast(device: torch.device, enabled: bool):
     """Mixed precision on the GPU profile (bfloat16 needs no loss scaling); full precision on
-    CPU. Recurrent layers stay in fp32 inside it: see `fp32_recurrent`."""
+    CPU. Recurrent layers stay in fp32 inside it (pipeline/precision.py, `fp32_recurrent`)."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def _to_fp32(x):
-    if torch.is_tensor(x) and x.is_floating_point():
-        return x.float()
-    if isinstance(x, nn.utils.rnn.PackedSequence):
-        return x._replace(data=x.data.float())
-    if isinstance(x, tuple):
-        return tuple(_to_fp32(v) for v in x)
-    return x
-
-
-_FP32_CLASSES: dict[type, type] = {}
-
-
-def _fp32_class(cls: type) -> type:
-    """A subclass of an RNN class whose forward runs with autocast off, on fp32 inputs."""
-    if cls not in _FP32_CLASSES:
-        def forward(self, *args, **kwargs):
-            with torch.autocast(device_type="cuda", enabled=False), \
-                    torch.autocast(device_type="cpu", enabled=False):
-                return super(sub, self).forward(*_to_fp32(args), **kwargs)
-        sub = type(f"FP32{cls.__name__}", (cls,), {"forward": forward, "_fp32": True})
-        _FP32_CLASSES[cls] = sub
-    return _FP32_CLASSES[cls]
-
-
-def fp32_recurrent(model: nn.Module) -> nn.Module:
-    """Run every LSTM/GRU/RNN of `model` in fp32 under autocast. torch's autocast runs RNNs in
-    low precision (on CPU in bf16, as tests/test_autocast_dtypes.py shows; on CUDA the cuDNN RNN
-    path is reported to cast to fp16, not to the autocast dtype, and bf16 autocast has no loss
-    scaling); each recurrent module's class is swapped for a subclass
-    that switches autocast off and casts its inputs to fp32 (weights, state_dict and the
-    recurrence are unchanged). tests/test_autocast_dtypes.py lists each module's compute dtype."""
-    for module in model.modules():
-        if isinstance(module, nn.RNNBase) and not getattr(module, "_fp32", False):
-            module.__class__ = _fp32_class(type(module))
-    return model
 
 
 def trim_padding(batch: dict) -> dict:

@@ -13,7 +13,8 @@ import yaml
 from torch import nn
 
 from pipeline.config import config_from_dict
-from pipeline.train import build_model, fp32_recurrent
+from pipeline.precision import dtype_summary, fp32_recurrent, output_dtypes
+from pipeline.train import build_model
 from pipeline.variants import variant_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,28 +39,10 @@ def batch(B=3, L=7, T=9):
 
 
 def compute_dtypes(model: nn.Module, inputs: dict) -> dict[str, torch.dtype]:
-    """{module name: dtype of its first floating output} for every module that ran."""
-    seen, handles = {}, []
-
-    def first_float(x):
-        if torch.is_tensor(x):
-            return x.dtype if x.is_floating_point() else None
-        if isinstance(x, nn.utils.rnn.PackedSequence):
-            return x.data.dtype
-        if isinstance(x, (tuple, list)):
-            return next((d for d in map(first_float, x) if d is not None), None)
-        if isinstance(x, dict):
-            return next((d for d in map(first_float, x.values()) if d is not None), None)
-        return getattr(x, "last_hidden_state", None) is not None and x.last_hidden_state.dtype or None
-
-    for name, m in model.named_modules():
-        handles.append(m.register_forward_hook(
-            lambda mod, args, out, name=name: seen.__setitem__(name, first_float(out))))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        model(inputs)
-    for h in handles:
-        h.remove()
-    return seen
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(inputs)
+    return output_dtypes(model, run)
 
 
 @pytest.mark.parametrize("variant", ["pase", "ef_lstm", "tfn", "lmf", "mult", "self_mm", "cpsl",
@@ -76,12 +59,8 @@ def test_recurrent_layers_compute_in_fp32_under_bf16_autocast(variant, capsys):
         inputs.pop("text_bert")
     dtypes = compute_dtypes(model, inputs)
     rnns = [n for n, m in model.named_modules() if isinstance(m, nn.RNNBase)]
-    leaves = {n: str(d).replace("torch.", "") for n, d in dtypes.items()
-              if d is not None and not list(dict(model.named_modules())[n].children())}
-    with capsys.disabled():  # the listing, for the log of a CI run (-s shows it in full)
-        counts = {d: sum(v == d for v in leaves.values()) for d in sorted(set(leaves.values()))}
-        print(f"\n{variant}: leaf modules by compute dtype {counts}; recurrent: "
-              + json.dumps({n: leaves[n] for n in rnns}))
+    with capsys.disabled():  # the listing, for the log of a CI run
+        print(f"\n{variant}: " + json.dumps(dtype_summary(model, dtypes)))
     for n in rnns:
         assert dtypes[n] == torch.float32, (variant, n, dtypes[n])
     # autocast is really on: matrix products elsewhere compute in bf16
