@@ -4,7 +4,10 @@ The paper profile is a GPU profile over real data with BERT-base. Before any dat
 checks, and reports every missing piece at once with what to do:
 - the text encoder's weights are in the local Hugging Face cache (nothing is downloaded);
 - every dataset in `datasets` has a real source, unless `paper.allow_synthetic: true`;
-- a GPU is visible to torch, unless `train.device: cpu` says to train on the CPU on purpose.
+- the training device is unambiguous: `train.device: auto` needs a GPU visible here (else it
+  would silently train the GPU profile on the CPU); `cpu` trains on the CPU on purpose; `cuda`
+  says training happens on a GPU, which the train stage checks where it runs (the GPU CI prepares
+  data on a CPU machine and trains elsewhere).
 Sources without raw text (MulT's pickles) are announced here too: they keep their own frozen text
 features under fine-tuning (pipeline/train.py, `text_rule`).
 """
@@ -59,11 +62,12 @@ def check(cfg: Config, gpu_visible=None, weights_cached=None) -> list[str]:
     elif synthetic:
         notes.append(f"paper profile on SYNTHETIC data ({', '.join(synthetic)}): opted in with "
                      "paper.allow_synthetic; no published number will be compared")
-    if cfg.train.device != "cpu" and not gpu_visible():
+    if cfg.train.device == "auto" and not gpu_visible():
         problems.append(
-            f"train.device is {cfg.train.device!r} but torch sees no GPU: the paper profile is a "
-            "GPU profile (BERT-base fine-tuned, 200 epochs). Run on a GPU machine (README, GPU CI), "
-            "or set -S train.device=cpu to train on the CPU on purpose")
+            "train.device is 'auto' but torch sees no GPU: the paper profile is a GPU profile "
+            "(BERT-base fine-tuned, 200 epochs). Run on a GPU machine (README, GPU CI), set "
+            "-S train.device=cuda if training runs on another machine, or -S train.device=cpu to "
+            "train on the CPU on purpose")
     no_text = [ds for ds in cfg.datasets if cfg.dataset(ds).source == "mult"]
     if cfg.text.finetune and no_text:
         notes.append(f"{', '.join(no_text)}: MulT's pickles hold no raw text, so these datasets "

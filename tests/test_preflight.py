@@ -52,10 +52,12 @@ def test_synthetic_data_needs_an_explicit_opt_in():
     assert any("SYNTHETIC" in n for n in notes)
 
 
-def test_no_gpu_needs_an_explicit_cpu_device():
-    with pytest.raises(ConfigError, match=r"no GPU.*-S train\.device=cpu"):
+def test_no_gpu_needs_an_explicit_device():
+    with pytest.raises(ConfigError, match=r"'auto' but torch sees no GPU.*-S train\.device=cpu"):
         check(cfg(), gpu_visible=no, weights_cached=ok)
-    check(cfg(device="cpu"), gpu_visible=no, weights_cached=ok)
+    check(cfg(device="cpu"), gpu_visible=no, weights_cached=ok)  # on purpose
+    check(cfg(device="cuda"), gpu_visible=no, weights_cached=ok)  # trains elsewhere (GPU CI)
+    check(cfg(), gpu_visible=ok, weights_cached=ok)
 
 
 def test_every_problem_is_listed_at_once():
