@@ -146,3 +146,36 @@ def test_gradient_clipping(mode):
         assert grads.abs().max() <= 0.5 + 1e-6 and (grads.abs() == 0.5).any()
     else:
         assert abs(grads.norm().item() - 0.5) < 1e-4
+
+
+def test_early_stop_ends_training_after_patience_epochs(tiny_project, one_thread):
+    from pipeline import train
+    cfg = tiny_project({"train": {"epochs": 6, "lr": 0.0, "early_stop": 2}})
+    (r,) = train.train_variant(cfg, "mosi", "late_fusion")
+    # lr 0: epoch 1 is the best and never beaten; epochs 2 and 3 make the patience of 2
+    assert r["epochs_run"] == 3 and r["best_epoch"] == 1
+    history = json.loads((Path("data/runs/mosi/late_fusion/seed0/history.json")).read_text())
+    assert len(history) == 3
+
+
+def test_a_source_without_raw_text_keeps_its_frozen_text_under_the_paper_profile(tmp_path, monkeypatch, one_thread):
+    """Checked when the run starts: the run trains on the source's own text features and says so;
+    MAG-BERT, which has nothing to fine-tune from, is not applicable."""
+    from pipeline import train
+    from pipeline.stages import align, download, embed
+    from tests.test_pickles import dump, mult_data, sha
+    monkeypatch.chdir(tmp_path)
+    pkl = dump(tmp_path / "iemocap_data.pkl", mult_data("iemocap")[0])
+    raw = json.loads(json.dumps(SHIPPED))
+    raw.update(profile="paper", datasets=["iemocap"], seeds=[0])
+    raw["data"]["iemocap"].update(source="mult", path=str(pkl), sha256=sha(pkl))
+    raw["paper"].update(epochs=1, text_encoder="tiny-random-bert")
+    raw["train"]["device"] = "cpu"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(tmp_path / "params.yaml")
+    download(cfg, "iemocap"), align(cfg, "iemocap"), embed(cfg, "iemocap")
+    (r,) = train.train_variant(cfg, "iemocap", "pase")
+    assert r["settings"]["text"]["finetune"] is False and r["text_encoder"].startswith("source features")
+    assert "no raw text" in r["notes"][0] and "frozen" in r["notes"][0]
+    (na,) = train.train_variant(cfg, "iemocap", "mag_bert")
+    assert na["status"] == "not applicable" and "no raw text" in na["reason"]
