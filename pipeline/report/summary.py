@@ -98,7 +98,7 @@ def _settings(cfg: Config, runs: Runs, variants: list[str]) -> list[str]:
         f"- Seeds: {', '.join(map(str, cfg.seeds))} ({len(cfg.seeds)} runs per variant and dataset)",
         f"- Variants: {', '.join(variants)}",
         f"- Training devices: {', '.join(devices) or 'not recorded'}",
-    ]
+    ] + (_method_settings_table(runs) if cfg.profile == "paper" else [])
 
 
 def _profile_lines(cfg: Config, runs: Runs) -> list[str]:
@@ -116,6 +116,29 @@ def _profile_lines(cfg: Config, runs: Runs) -> list[str]:
                     for n in r.get("notes", [])})
     lines += [f"- Note: {n}" for n in notes]
     return lines
+
+
+def _method_settings_table(runs: Runs) -> list[str]:
+    """What each method ran with, per dataset, from the runs' own metrics.json."""
+    rows = {}
+    for ds, by_variant in runs.raw.items():
+        for results in by_variant.values():
+            for r in results:
+                s = r.get("settings")
+                if s and (s["model"], ds) not in rows:
+                    t = s["train"]
+                    parts = {k: v for k, v in (t.get("lr_parts") or {}).items() if v is not None}
+                    lr = ", ".join(f"{k} {v:g}" for k, v in parts.items()) if parts else f"{t['lr']:g}"
+                    clip = f"{t['grad_clip']:g} ({t['grad_clip_mode']})" if t.get("grad_clip") else "none"
+                    rows[(s["model"], ds)] = (
+                        f"| {s['model']} | {ds} | {lr} | {t['batch_size']} | {t['dropout']:g} | "
+                        f"{t['hidden']} | {clip} | {t.get('early_stop') or 'none'} | {t['epochs']} | "
+                        f"{'fine-tuned' if s['text']['finetune'] else 'frozen'} |")
+    if not rows:
+        return []
+    return ["", "Each method's settings as run (every run's metrics.json, `settings`):", "",
+            "| method | dataset | lr | batch | dropout | width | grad clip | early stop | epochs | BERT |",
+            "|---|---|---|---|---|---|---|---|---|---|", *(rows[k] for k in sorted(rows))]
 
 
 HOW_TO_READ = (
