@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.errors import ConfigError
+# What `profile: paper` fixes and how it meets params.yaml (re-exported: one import for users)
+from pipeline.profiles import CPU_PROFILE, PAPER_PROFILE, _merge, resolve_profile  # noqa: F401
 
 PARAMS_FILE = Path("params.yaml")
 CMU_SERVER = "http://immortal.multicomp.cs.cmu.edu"
@@ -331,134 +333,6 @@ def _build(cls, raw: dict, prefix: str = ""):
                               f"{lo if lo is not None else '-inf'} <= {key} <= {hi if hi is not None else 'inf'}")
         kwargs[name] = value
     return cls(**kwargs)
-
-
-# ------------------------------------------------------------------ profiles
-
-def _paper_profile() -> dict:
-    from pipeline.method_settings import SETTINGS
-    pase = SETTINGS["pase"]["common"]["train"]
-    return {
-        "text": {"encoder": "bert-base-uncased", "finetune": True},
-        # PaSE's row of pipeline/method_settings.py (supplementary, "Implementation Details");
-        # each baseline's row replaces these train keys for its variants (variants.py)
-        "train": {**pase, "epochs": 200, "amp": True},
-        "pcl": {"gamma": 0.98},
-        "cal": {"reg": 0.01, "alpha": 0.1, "beta": 0.05},
-        "loss": {"mu": 0.1},
-        "synthetic": {"scale": 1.0},
-        "data": {d: {"synthetic_scale": None} for d in ("mosi", "mosei", "iemocap")},
-        "sgm": {"switch": "plateau", "patience": 5},
-    }
-
-
-# The paper's setting as a whole (supplementary, "Implementation Details"): `profile: paper`
-# fixes these keys, and the per-method train keys of pipeline/method_settings.py.
-PAPER_PROFILE = _paper_profile()
-
-# The same keys as params.yaml holds them for the CPU profile (tests/test_profiles.py checks that
-# they match the file). Under `profile: paper` a fixed key must still hold this value (the
-# profile then replaces it) or the profile's own value; anything else is a value the user set,
-# and the run stops naming it: size changes go through the `paper:` section instead.
-CPU_PROFILE = {
-    "text": {"encoder": "minilm", "finetune": False},
-    "train": {"lr": 0.003, "batch_size": 32, "hidden": 64, "encoder": "conv", "dropout": 0.1,
-              "epochs": 8, "amp": True, "weight_decay": 0.0, "grad_clip": None,
-              "grad_clip_mode": "norm", "early_stop": None,
-              "lr_parts": {p: None for p in ("text", "audio", "vision", "shared")},
-              "weight_decay_parts": {p: None for p in ("text", "audio", "vision", "shared")}},
-    "pcl": {"gamma": 0.98},
-    "cal": {"reg": 0.01, "alpha": 0.1, "beta": 0.05},
-    "loss": {"mu": 0.1},
-    "synthetic": {"scale": 1.0},
-    "data": {"mosi": {"synthetic_scale": 0.2}, "mosei": {"synthetic_scale": 0.02},
-             "iemocap": {"synthetic_scale": 0.1}},
-    "sgm": {"switch": "epoch", "patience": 2},
-}
-
-# paper.<key> -> the dotted key it sets under the paper profile
-SIZE_OVERRIDES = {"epochs": "train.epochs", "text_encoder": "text.encoder",
-                  "synthetic_scale": "synthetic.scale"}
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
-    return out
-
-
-def _get(raw: dict, dotted: str, missing=None):
-    for part in dotted.split("."):
-        if not isinstance(raw, dict) or part not in raw:
-            return missing
-        raw = raw[part]
-    return raw
-
-
-def _same(a, b) -> bool:
-    return a == b and type(a) in (type(b), int, float) and type(b) in (type(a), int, float)
-
-
-def profile_fixed_keys() -> dict:
-    """{dotted key: the paper profile's value, or PER_METHOD where the method's row sets it}."""
-    from pipeline.method_settings import TRAIN_KEYS
-    fixed = {f"train.{k}": PER_METHOD for k in TRAIN_KEYS}
-    fixed.update({k: PER_METHOD for k in _flat({"train": {p: CPU_PROFILE["train"][p]
-                                                    for p in ("lr_parts", "weight_decay_parts")}})})
-    for k in ("train.lr_parts", "train.weight_decay_parts"):
-        fixed.pop(k)
-    fixed.update(_flat(PAPER_PROFILE))
-    return fixed
-
-
-def resolve_profile(raw: dict) -> dict:
-    """params.yaml as written -> the values that run. `profile: cpu` is the file itself;
-    `profile: paper` replaces the keys it fixes, after checking that the file does not set any
-    of them to a value of its own (explicit beats implicit: such a run stops, naming the key)."""
-    size = raw.get("paper") or {}
-    if raw.get("profile") != "paper":
-        set_ = {k: v for k, v in size.items() if v not in (None, False)} if isinstance(size, dict) else {}
-        if set_:
-            raise ConfigError(f"paper.{next(iter(set_))}: set to {next(iter(set_.values()))!r} but "
-                              f"profile is {raw.get('profile', 'cpu')!r}; the paper section sizes "
-                              "the paper profile only (set it back to null, or use profile: paper)")
-        return raw
-    cpu, conflicts = _flat(CPU_PROFILE), []
-    for key, paper_value in profile_fixed_keys().items():
-        have = _get(raw, key, missing=_MISSING)
-        if have is _MISSING or _same(have, cpu.get(key, _MISSING)) or (
-                paper_value is not PER_METHOD and _same(have, paper_value)):
-            continue
-        size_key = next((f"paper.{s}" for s, k in SIZE_OVERRIDES.items() if k == key), None)
-        conflicts.append(
-            f"{key}: params.yaml sets {have!r}, but profile 'paper' fixes it "
-            + (f"to {paper_value!r}" if paper_value is not PER_METHOD else "per method "
-               "(pipeline/method_settings.py)")
-            + (f"; to change it under the profile set {size_key} instead" if size_key else "")
-            + f"; to run your value, use profile: cpu; to run the profile's, set it back to "
-            f"{cpu.get(key)!r}")
-    if conflicts:
-        raise ConfigError("profile 'paper' conflicts with values set in params.yaml:\n  "
-                          + "\n  ".join(conflicts))
-    out = _merge(raw, PAPER_PROFILE)
-    for name, key in SIZE_OVERRIDES.items():
-        if isinstance(size, dict) and size.get(name) is not None:
-            section, leaf = key.split(".")
-            out = _merge(out, {section: {leaf: size[name]}})
-    return out
-
-
-_MISSING = object()
-PER_METHOD = "per method"
-
-
-def _merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
-    return out
 
 
 def config_from_dict(raw: dict | None, resolved: bool = False) -> Config:

@@ -39,6 +39,7 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.metrics import iemocap_metrics, regression_metrics, selection_score
 from pipeline.models.base import Balancer, count_parameters, out_dim_for, task_loss
 from pipeline.precision import fp32_recurrent
+from pipeline.profiles import effective_settings, text_rule
 from pipeline.variants import not_applicable, variant_config
 
 log = logging.getLogger(__name__)
@@ -377,40 +378,6 @@ def _write_predictions(path: Path, data: StoreDataset, outputs: np.ndarray, labe
             w.writerow(["id"] + [f"{e}_score" for e in IEMOCAP_EMOTIONS] + [f"{e}_label" for e in IEMOCAP_EMOTIONS])
             for i, lg, y in zip(ids, logits, labels):
                 w.writerow([i] + [f"{s:.6f}" for s in lg[:, 1] - lg[:, 0]] + [int(v) for v in y])
-
-
-def has_token_ids(text_file: Path) -> bool:
-    """Whether the embed stage stored BERT token ids (sources with raw text) for fine-tuning."""
-    import h5py
-    with h5py.File(text_file, "r") as f:
-        return "train" in f and "text_bert" in f["train"]
-
-
-def text_rule(cfg: Config, dataset: str) -> tuple[Config, str | None]:
-    """The rule for sources without raw text (MulT's pickles: GloVe vectors; IEMOCAP) under
-    fine-tuning: that dataset's runs keep the source's own frozen text features, and the run's
-    metrics.json and the report say so. Checked before training, not at the first batch."""
-    if not cfg.text.finetune or "text" not in cfg.modalities:
-        return cfg, None
-    text = paths.text_features(dataset)
-    if has_token_ids(text):
-        return cfg, None
-    note = (f"{dataset}: the source has no raw text ({read_attrs(text).get('encoder', 'source features')}), "
-            f"so text is the source's frozen features, not fine-tuned {cfg.text.encoder}")
-    from pipeline.config import _merge, config_from_dict
-    return config_from_dict(_merge(as_dict(cfg), {"text": {"finetune": False}}), resolved=True), note
-
-
-def effective_settings(cfg: Config, dataset: str) -> dict:
-    """What actually ran (params.yaml through the profile, the variant and the method's row)."""
-    out = {k: as_dict(getattr(cfg, k)) for k in ("text", "train")}
-    out.update(profile=cfg.profile, model=cfg.model, model_args=cfg.model_args,
-               balancer=cfg.balancer, modalities=list(cfg.modalities))
-    if cfg.profile == "paper":
-        from pipeline.method_settings import row
-        r = row(cfg.model, dataset)
-        out["method_source"] = r["source"] + (f" (row: {r['dataset_row']})" if r["dataset_row"] else "")
-    return out
 
 
 def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:

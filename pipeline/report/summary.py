@@ -93,7 +93,7 @@ def _settings(cfg: Config, runs: Runs, variants: list[str]) -> list[str]:
             if cfg.profile == "paper" else " (fine-tuned)") if cfg.text.finetune
            else " (frozen, cached vectors)"),
         f"- Profile: {cfg.profile}" + ("" if cfg.profile == "paper" else
-                                       " (not the paper's setting: see PAPER_PROFILE in pipeline/config.py)"),
+                                       " (not the paper's setting: see PAPER_PROFILE in pipeline/profiles.py)"),
         *_profile_lines(cfg, runs),
         f"- Seeds: {', '.join(map(str, cfg.seeds))} ({len(cfg.seeds)} runs per variant and dataset)",
         f"- Variants: {', '.join(variants)}",
