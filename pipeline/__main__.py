@@ -40,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="+", default=None, help="default: `variants` in params.yaml")
     sub.add_parser("figures", help="the paper's figures from the runs (reports/figures, reports/plots)",
                    description="the paper's figures from the runs (reports/figures, reports/plots)")
-    p = sub.add_parser("count", help="print a variant's parameter count (no data or weights needed)",
-                       description="print a variant's parameter count (no data or weights needed)")
-    p.add_argument("--variant", default="pase")
+    p = sub.add_parser("count", help="print parameter counts (no data or weights needed)",
+                       description="print each method's parameter count, or one variant's "
+                                   "(no data or weights needed)")
+    p.add_argument("--variant", default=None, help="default: one line per method")
+    p.add_argument("--dataset", choices=DATASETS, default="mosei",
+                   help="whose row of the paper profile's per-method table (default: mosei)")
     p.add_argument("--profile", choices=("cpu", "paper"), default=None, help="default: params.yaml's")
     p.add_argument("--dims", default=None,
                    help="input sizes, e.g. text=768,audio=74,vision=35 (default: the width of the "
@@ -91,9 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.report.figures import make_figures
             make_figures(cfg)
         elif args.stage == "count":
-            from pipeline.report.params import count_variant
-            n = count_variant(cfg, args.variant, args.profile, args.dims, args.task)
-            print(f"{args.variant} ({args.profile or cfg.profile} profile): {n:,} parameters")
+            from pipeline.report.params import METHOD_VARIANTS, count_lines
+            variants = [args.variant] if args.variant else list(METHOD_VARIANTS)
+            if args.task == "classification" and not args.variant:
+                variants.remove("self_mm")  # regression only
+            print(f"parameters ({args.profile or cfg.profile} profile, {args.dataset} row, "
+                  f"inputs {args.dims or 'of the profile'}, {args.task}):")
+            print("\n".join(count_lines(cfg, variants, args.profile, args.dims, args.task,
+                                        args.dataset)))
         elif args.stage == "predict":
             from pipeline.predict import predict_run
             r = predict_run(args.run, args.data, args.out, args.split, source=args.source,

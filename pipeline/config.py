@@ -20,6 +20,8 @@ import yaml
 
 from pipeline import config_checks
 from pipeline.errors import ConfigError
+# What `profile: paper` fixes and how it meets params.yaml (re-exported: one import for users)
+from pipeline.profiles import CPU_PROFILE, PAPER_PROFILE, _merge, resolve_profile  # noqa: F401
 
 PARAMS_FILE = Path("params.yaml")
 CMU_SERVER = "http://immortal.multicomp.cs.cmu.edu"
@@ -97,6 +99,18 @@ class TextConfig:
 
 
 @dataclass
+class PartsConfig:
+    """A value per optimizer part (None: the train section's own value). The parts are the
+    optimizer's groups: each modality's encoder (text: BERT when it is fine-tuned) and "shared"
+    (everything else), as Self-MM's separate learning rates for BERT, audio, video and the rest."""
+
+    text: float | None = _range(0.0, default=None)
+    audio: float | None = _range(0.0, default=None)
+    vision: float | None = _range(0.0, default=None)
+    shared: float | None = _range(0.0, default=None)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = _range(1, default=8)
     batch_size: int = _range(1, default=32)
@@ -108,6 +122,12 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision (bfloat16 autocast) when training on a GPU; ignored on CPU
     num_threads: int = _range(0, default=1)  # torch CPU threads; 0 = torch's default
+    lr_parts: PartsConfig = field(default_factory=PartsConfig)  # per-part learning rates
+    weight_decay_parts: PartsConfig = field(default_factory=PartsConfig)  # per-part weight decay
+    grad_clip: float | None = _range(0.0, default=None)  # None: no clipping
+    grad_clip_mode: Literal["norm", "value"] = "norm"  # clip_grad_norm_ | clip_grad_value_ (MMSA)
+    early_stop: int | None = _range(1, default=None)  # stop after this many epochs without a
+    #                                                   better validation score (None: never)
 
 
 @dataclass
@@ -198,6 +218,18 @@ DEFAULT_VARIANTS = ("pase", "pase-no_pcl", "pase-no_cal", "pase-no_sgm", "pase-n
 
 
 @dataclass
+class PaperSizeConfig:
+    """Size overrides of the paper profile: the only keys that change a `profile: paper` run
+    without leaving the profile (a rehearsal on CPU, a short trial on a GPU). null: the profile's
+    value. They are refused under `profile: cpu`, where they would be inert."""
+
+    epochs: int | None = _range(1, default=None)  # instead of 200
+    text_encoder: Literal["minilm", "bert-base-uncased", "tiny-random-bert"] | None = None
+    synthetic_scale: float | None = _range(0.001, 1.0, default=None)  # with allow_synthetic
+    allow_synthetic: bool = False  # opt in to synthetic data under the paper profile
+
+
+@dataclass
 class Config:
     profile: Literal["cpu", "paper"] = "cpu"
     datasets: list[Literal["mosi", "mosei", "iemocap"]] = field(
@@ -221,6 +253,10 @@ class Config:
     ogm: OgmConfig = field(default_factory=OgmConfig)
     mmpareto: MmparetoConfig = field(default_factory=MmparetoConfig)
     cp: CpConfig = field(default_factory=CpConfig)
+    paper: PaperSizeConfig = field(default_factory=PaperSizeConfig)
+    # Constructor arguments of the model; the paper profile fills them from the method's row of
+    # pipeline/method_settings.py (recorded in every run's metrics.json)
+    model_args: dict = field(default_factory=dict)
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in ("mosi", "mosei", "iemocap"):
@@ -250,6 +286,10 @@ def _type_name(tp) -> str:
 def _convert(value: Any, tp, key: str):
     """Check `value` against the annotation `tp`; return it converted (e.g. int -> float)."""
     origin = typing.get_origin(tp)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a section (mapping) with keys "
@@ -324,34 +364,12 @@ def _build(cls, raw: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
-# The paper's setting as a whole (supplementary, "Implementation Details"): selecting
-# `profile: paper` fixes these keys, whatever params.yaml says for them.
-PAPER_PROFILE = {
-    "text": {"encoder": "bert-base-uncased", "finetune": True},
-    # hidden 328: the size that brings the whole model (BERT-base + PaSE) to the supplementary's
-    # 114,795,953 parameters (ours: 114,733,083 on MOSEI-sized inputs; `python -m pipeline count`)
-    "train": {"lr": 1e-5, "batch_size": 64, "epochs": 200, "device": "cuda", "amp": True,
-              "hidden": 328, "encoder": "lstm"},
-    "pcl": {"gamma": 0.98},
-    "cal": {"reg": 0.01, "alpha": 0.1, "beta": 0.05},
-    "loss": {"mu": 0.1},
-    "synthetic": {"scale": 1.0},
-    "data": {d: {"synthetic_scale": None} for d in ("mosi", "mosei", "iemocap")},
-    "sgm": {"switch": "plateau", "patience": 5},
-}
-
-
-def _merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
-    return out
-
-
-def config_from_dict(raw: dict | None) -> Config:
+def config_from_dict(raw: dict | None, resolved: bool = False) -> Config:
+    """Validate params (as params.yaml holds them, or `resolved`: already through
+    `resolve_profile`, as `as_dict` of a Config is)."""
     raw = raw or {}
-    if isinstance(raw.get("profile"), str) and raw["profile"] == "paper":
-        raw = _merge(raw, PAPER_PROFILE)
+    if not resolved:
+        raw = resolve_profile(raw)
     cfg = _build(Config, raw)
     if not cfg.seeds:
         raise ConfigError("seeds: at least one seed is needed")

@@ -39,6 +39,8 @@ def download(cfg: Config, dataset: str) -> Path:
     A user's file (pickle, folder of .csd files) stays under data/user/<dataset>/, which DVC
     hashes as a dependency of this stage; source.json records its sha256, so `align` reruns
     when it changes and refuses a file that changed after this stage."""
+    from pipeline.preflight import check
+    check(cfg)  # the paper profile's needs (weights, real data, GPU), before any work
     dcfg = cfg.dataset(dataset)
     out = paths.raw_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,8 @@ from pipeline.data.store import (StoreDataset, atomic_path, read_attrs, read_str
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.metrics import iemocap_metrics, regression_metrics, selection_score
 from pipeline.models.base import Balancer, count_parameters, out_dim_for, task_loss
+from pipeline.precision import fp32_recurrent
+from pipeline.profiles import effective_settings, text_rule
 from pipeline.variants import not_applicable, variant_config
 
 log = logging.getLogger(__name__)
@@ -79,19 +81,21 @@ def build_model(cfg: Config, dims: dict[str, int], task: str, bert_factory=load_
         return pase.build(dims, out_dim, task, cfg, bert=bert_factory(cfg))
     if cfg.model == "late_fusion":
         from pipeline.models.late_fusion import LateFusion
-        return LateFusion(dims, out_dim, hidden=cfg.train.hidden, dropout=cfg.train.dropout)
+        return LateFusion(dims, out_dim, hidden=cfg.train.hidden, dropout=cfg.train.dropout,
+                          **cfg.model_args)
     from pipeline.models.baselines import BASELINES, NEEDS
     if cfg.model in BASELINES:
-        kw = {}
-        if "bert" in NEEDS.get(cfg.model, ()):
+        kw = dict(cfg.model_args)  # the paper profile's per-method constructor arguments
+        needs = NEEDS.get(cfg.model, ())
+        if "bert" in needs or ("bert_if_finetuned" in needs and cfg.text.finetune):
             bert = bert_factory(cfg)
             if bert is None:
                 raise ConfigError(f"model: {cfg.model!r} adapts BERT's layers, so it needs "
                                   "text.finetune: true (the GPU profile)")
             kw["bert"] = bert
-        if "task" in NEEDS.get(cfg.model, ()):
+        if "task" in needs:
             kw["task"] = task
-        if "n_train" in NEEDS.get(cfg.model, ()):
+        if "n_train" in needs:
             kw["n_train"] = n_train
         return BASELINES[cfg.model](dims, out_dim, hidden=cfg.train.hidden,
                                     dropout=cfg.train.dropout, **kw)
@@ -117,16 +121,38 @@ def build_balancer(cfg: Config, task: str) -> Balancer:
     return Balancer()
 
 
-def param_groups(model: nn.Module, lr: float) -> list[dict]:
-    """One optimizer group per modality encoder (a balancer may rescale its lr) + "shared"."""
+def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0, lr_parts=None,
+                 weight_decay_parts=None) -> list[dict]:
+    """One optimizer group per modality encoder (a balancer may rescale its lr) + "shared".
+    `lr_parts` / `weight_decay_parts` (a PartsConfig) give a group its own value (Self-MM's
+    separate rates for BERT, audio, video and the rest); None keeps `lr` / `weight_decay`."""
+    def part(parts, name, default):
+        value = getattr(parts, name, None) if parts is not None else None
+        return default if value is None else value
+
     groups, taken = [], set()
     for m, params in model.modality_parameters().items():
         params = [p for p in params if p.requires_grad and id(p) not in taken]
         taken.update(id(p) for p in params)
-        groups.append({"params": params, "name": m, "lr": lr, "base_lr": lr})
+        groups.append({"params": params, "name": m})
     shared = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
-    groups.append({"params": shared, "name": "shared", "lr": lr, "base_lr": lr})
+    groups.append({"params": shared, "name": "shared"})
+    for g in groups:
+        g["lr"] = g["base_lr"] = part(lr_parts, g["name"], lr)
+        g["weight_decay"] = part(weight_decay_parts, g["name"], weight_decay)
     return [g for g in groups if g["params"]]
+
+
+def clip_gradients(model: nn.Module, tcfg) -> None:
+    """train.grad_clip: clip_grad_norm_ over every trainable parameter, or clip_grad_value_ (the
+    rule MMSA's trainers use for MulT); after any balancer has rescaled the gradients."""
+    if tcfg.grad_clip is None:
+        return
+    params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+    if tcfg.grad_clip_mode == "value":
+        nn.utils.clip_grad_value_(params, tcfg.grad_clip)
+    else:
+        nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
 
 
 def score(outputs: np.ndarray, labels: np.ndarray, task: str) -> dict[str, float]:
@@ -136,7 +162,8 @@ def score(outputs: np.ndarray, labels: np.ndarray, task: str) -> dict[str, float
 
 
 def autocast(device: torch.device, enabled: bool):
-    # Mixed precision on the GPU profile (bfloat16 needs no loss scaling); full precision on CPU.
+    """Mixed precision on the GPU profile (bfloat16 needs no loss scaling); full precision on
+    CPU. Recurrent layers stay in fp32 inside it (pipeline/precision.py, `fp32_recurrent`)."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -177,7 +204,8 @@ def predict(model: nn.Module, data: StoreDataset, batch_size: int, device, amp=F
     return {k: np.concatenate(v) for k, v in outs.items() if v}
 
 
-def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) -> dict:
+def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
+               notes: tuple[str, ...] = ()) -> dict:
     """Train one seed; write metrics.json, predictions.csv and history to `out`, the per-epoch
     curves to data/curves/ (dvclive; `dvc plots show`)."""
     tcfg = cfg.train
@@ -194,8 +222,10 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
     data = {s: StoreDataset(store, s, text_file=text, modalities=mods, extra=extra)
             for s in ("train", "valid", "test")}
     model = build_model(cfg, {m: data["train"].dims[m] for m in mods}, task,
-                        n_train=len(data["train"])).to(device)
-    optim = torch.optim.Adam(param_groups(model, tcfg.lr), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+                        n_train=len(data["train"]))
+    model = fp32_recurrent(model).to(device)
+    optim = torch.optim.Adam(param_groups(model, tcfg.lr, tcfg.weight_decay, tcfg.lr_parts,
+                                          tcfg.weight_decay_parts), lr=tcfg.lr)
     balancer = build_balancer(cfg, task)
     from pipeline.models.balance import SGM
     monitor = SGM(rho=cfg.sgm.rho)  # computes Shapley values for the logs, changes nothing
@@ -222,6 +252,10 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
     epochs = tqdm(range(state["epoch"], tcfg.epochs), desc=f"{dataset}/{variant} seed {seed}",
                   initial=state["epoch"], total=tcfg.epochs, disable=None)
     for epoch in epochs:
+        if tcfg.early_stop and state["since_best"] >= tcfg.early_stop:
+            log.info("%s/%s seed %d: early stop after epoch %d (%d epochs without a better "
+                     "validation score)", dataset, variant, seed, epoch, state["since_best"])
+            break  # checked here, so a resumed run stops where the uninterrupted one did
         balancing = balancer.active(epoch)  # SGM: from the phase switch; others: their window
         model.on_epoch_start(epoch, state["phase"])
         model.train()
@@ -251,6 +285,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
                 # Contributions are logged in every phase and variant (Figure 5 compares runs
                 # with and without SGM); they are loss values the step already has.
                 info.update({f"shapley_{m}": v for m, v in monitor.shapley(out_).items()})
+            clip_gradients(model, tcfg)
             optim.step()
             n_steps += 1
             for k, v in {**{f"loss_{k}": v.item() for k, v in losses.items()}, **info}.items():
@@ -295,6 +330,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path) ->
         "epochs": tcfg.epochs, "phase2_epoch": state["phase2_epoch"],
         "valid": state["history"][state["best_epoch"] - 1], "test": test,
         "params": count_parameters(model), "text_encoder": text_attrs.get("encoder"),
+        "epochs_run": state["epoch"], "settings": effective_settings(cfg, dataset), "notes": list(notes),
     }
     save_model(out / "model.pt", model, cfg, dataset=dataset, variant=variant, seed=seed, task=task,
                dims={m: data["train"].dims[m] for m in mods}, n_train=len(data["train"]),
@@ -381,11 +417,16 @@ def _write_predictions(path: Path, data: StoreDataset, outputs: np.ndarray, labe
 
 
 def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
-    vcfg = variant_config(cfg, variant)
+    vcfg = variant_config(cfg, variant, dataset)
     resolve_device(vcfg.train.device)  # fail before any work if the device is not there
     paths.run_dir(dataset, variant).mkdir(parents=True, exist_ok=True)
     verify_inputs(paths.aligned_store(dataset), paths.text_features(dataset))  # checksums
     reason = not_applicable(variant, read_attrs(paths.aligned_store(dataset))["task"])
+    vcfg, note = text_rule(vcfg, dataset)
+    from pipeline.models.baselines import NEEDS
+    if note and "bert" in NEEDS.get(vcfg.model, ()):
+        reason = reason or (f"{vcfg.model} fine-tunes BERT's layers and {dataset}'s source has no "
+                            "raw text to tokenise")
     if reason:  # every seed says so, and the tables print n/a
         results = []
         paths.curves_dir(dataset, variant, 0).parent.mkdir(parents=True, exist_ok=True)  # no curves
@@ -398,8 +439,11 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
             results.append(r)
         log.warning("%s/%s: not applicable (%s)", dataset, variant, reason)
         return results
+    if note:
+        log.warning("%s", note)
     results = [_finished_seed(vcfg, dataset, variant, s)
-               or train_seed(vcfg, dataset, variant, s, paths.seed_dir(dataset, variant, s))
+               or train_seed(vcfg, dataset, variant, s, paths.seed_dir(dataset, variant, s),
+                             notes=(note,) if note else ())
                for s in vcfg.seeds]
     resume.clean(dataset, variant)  # every seed is in the outputs now
     return results

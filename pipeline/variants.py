@@ -47,8 +47,17 @@ def not_applicable(variant: str, task: str) -> str | None:
     return rule[1] if rule and rule[0](task) else None
 
 
-def variant_config(cfg: Config, variant: str) -> Config:
+def variant_config(cfg: Config, variant: str, dataset: str | None = None) -> Config:
+    """`cfg` (already resolved) with the variant's overrides; under the paper profile, then the
+    row of pipeline/method_settings.py for the variant's model on `dataset` (None: MOSEI's)."""
     if variant not in VARIANTS:
         raise ConfigError(f"variant {variant!r} is unknown; allowed: {', '.join(VARIANTS)}")
-    # Re-applying a profile is idempotent, and no variant touches a key a profile fixes.
-    return config_from_dict(_merge(as_dict(cfg), VARIANTS[variant]))
+    # No variant touches a key a profile fixes.
+    raw = _merge(as_dict(cfg), VARIANTS[variant])
+    if cfg.profile == "paper":
+        from pipeline.method_settings import row
+        r = row(raw["model"], dataset)
+        raw = _merge(raw, {"train": r["train"]})
+        raw["model_args"] = dict(r["model_args"])
+        raw["text"]["finetune"] = r["finetune_bert"]
+    return config_from_dict(raw, resolved=True)

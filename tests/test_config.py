@@ -91,13 +91,6 @@ def test_unknown_variant_and_model_named():
         config_from_dict({"model": "pse"})
 
 
-def test_paper_profile_fixes_the_papers_values():
-    cfg = config_from_dict({"profile": "paper", "train": {"lr": 0.5, "epochs": 3}})
-    assert cfg.train.lr == 1e-5 and cfg.train.epochs == 200 and cfg.train.batch_size == 64
-    assert cfg.text.encoder == "bert-base-uncased" and cfg.text.finetune
-    assert (cfg.pcl.gamma, cfg.cal.reg, cfg.cal.alpha, cfg.cal.beta, cfg.loss.mu) == (0.98, 0.01, 0.1, 0.05, 0.1)
-
-
 def _flat(d, prefix=""):
     out = {}
     for k, v in d.items():

@@ -375,3 +375,36 @@ def test_gpu_workflow_shape():
     for job_id in ("prepare", "train"):
         pushes = [s["run"] for s in jobs[job_id]["steps"] if "dvc push" in s.get("run", "")]
         assert pushes and all("--run-cache" in p for p in pushes), job_id
+
+
+# --- the CML launcher ---------------------------------------------------------------------
+
+# AWS single-GPU instance types whose GPU computes in bf16 (Ampere or newer): A10G (g5), L4 (g6),
+# L40S (g6e), A100 40 GB (p4d is 8 GPUs: not here).
+SINGLE_GPU_BF16 = {"g5.xlarge", "g5.2xlarge", "g5.4xlarge", "g6.xlarge", "g6.2xlarge", "g6.4xlarge",
+                   "g6e.xlarge", "g6e.2xlarge"}
+
+
+def test_terraform_is_set_up_before_cml_launches_a_runner():
+    steps = load(PAPER_WF)["jobs"]["launch"]["steps"]
+    launch = next(i for i, s in enumerate(steps) if "cml runner launch" in s.get("run", ""))
+    setup = [i for i, s in enumerate(steps) if s.get("uses", "").startswith("hashicorp/setup-terraform@")]
+    assert setup and setup[0] < launch, "terraform must be installed before `cml runner launch`"
+    assert steps[setup[0]].get("with", {}).get("terraform_wrapper") is False
+    assert "terraform version" in steps[launch]["run"]
+
+
+def test_default_cloud_machine_is_one_gpu_with_bf16():
+    step = next(s for s in load(PAPER_WF)["jobs"]["launch"]["steps"] if "cml runner launch" in s.get("run", ""))
+    env = step["env"]
+    default_type = re.search(r"\|\|\s*'([^']+)'", env["TYPE"]).group(1)
+    assert default_type in SINGLE_GPU_BF16, default_type
+    assert "||" not in env["GPU"], "no default GPU flag: the native type brings its GPU"
+    assert '[ -z "$GPU" ] || gpu_flag=' in step["run"]
+
+
+def test_every_paper_run_names_its_training_device():
+    """The paper profile's first-stage check needs an explicit device on the CPU jobs."""
+    for job_id, job, step, script in run_steps(load(PAPER_WF)):
+        if "dvc exp run" in script:
+            assert '-S "train.device=cuda"' in script, job_id

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from pipeline.config import Config, as_dict, config_from_dict
-from pipeline.models.base import count_parameters
-from pipeline.variants import variant_config
+
+# One variant per model: `python -m pipeline count` with no --variant counts each method.
+METHOD_VARIANTS = ("pase", "late_fusion", "ef_lstm", "tfn", "lmf", "mult", "self_mm", "mag_bert",
+                   "cpsl")
 
 
 # Hidden sizes of the known text encoders (all-MiniLM-L6-v2: 384; BERT-base: 768); others are
@@ -21,14 +23,34 @@ def default_dims(vcfg: Config) -> str:
     return f"text={text},audio={AUDIO_DIM},vision={VISION_DIM}"
 
 
-def count_variant(cfg: Config, variant: str, profile: str | None, dims: str | None, task: str) -> int:
-    """Parameters of `variant`'s model; `dims` "text=384,audio=74,vision=35" (None: the profile's)."""
+def published_count(variant: str) -> tuple[int, str] | None:
+    """The paper's printed count for a variant, with its source, where the paper gives one."""
+    from pipeline.report.paper import EFFICIENCY, EFFICIENCY_SOURCE
+    for r in EFFICIENCY:
+        if r.variant == variant:
+            return r.params, EFFICIENCY_SOURCE
+    return None
+
+
+def count_variant(cfg: Config, variant: str, profile: str | None, dims: str | None, task: str,
+                  dataset: str | None = "mosei") -> int:
     import torch
     from pipeline import train
+    from pipeline.variants import variant_config
 
-    if profile:
-        cfg = config_from_dict({**as_dict(cfg), "profile": profile})
-    vcfg = variant_config(cfg, variant)
+    if profile and profile != cfg.profile:
+        # Count under the other profile: its own values, not this file's (no conflict check).
+        raw = as_dict(cfg)
+        raw["profile"] = profile
+        raw["paper"] = {}
+        if profile == "cpu":
+            from pipeline.config import CPU_PROFILE, _merge
+            raw = _merge(raw, CPU_PROFILE)
+        else:
+            from pipeline.config import PAPER_PROFILE, _merge
+            raw = _merge(raw, PAPER_PROFILE)
+        cfg = config_from_dict(raw, resolved=True)
+    vcfg = variant_config(cfg, variant, dataset)
     dims = dims or default_dims(vcfg)
     sizes = {k: int(v) for k, v in (kv.split("=") for kv in dims.split(","))}
     sizes = {m: sizes[m] for m in vcfg.modalities}
@@ -47,4 +69,19 @@ def count_variant(cfg: Config, variant: str, profile: str | None, dims: str | No
             return BertModel(bert_cfg)
     with torch.device("meta"):  # no memory for the weights
         model = train.build_model(vcfg, sizes, task, bert_factory=bert_factory, n_train=1)
-    return count_parameters(model)
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_lines(cfg: Config, variants, profile, dims, task, dataset) -> list[str]:
+    """One line per variant: our count, and the paper's where it prints one."""
+    from pipeline.errors import PipelineError
+    lines = []
+    for v in variants:
+        try:
+            n = count_variant(cfg, v, profile, dims, task, dataset)
+        except PipelineError as e:  # e.g. MAG-BERT without a fine-tuned BERT (cpu profile)
+            lines.append(f"{v:<12} {'n/a':>14}   ({e})")
+            continue
+        pub = published_count(v) if (profile or cfg.profile) == "paper" else None
+        lines.append(f"{v:<12} {n:>14,}" + (f"   published {pub[0]:,} ({pub[1]})" if pub else ""))
+    return lines

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline import paths
 from pipeline import config_checks
-from pipeline.config import Config
+from pipeline.config import Config, as_dict
 from pipeline.data.schema import IEMOCAP_EMOTIONS
 from pipeline.data.store import write_atomic
 from pipeline.errors import DataError
@@ -122,13 +122,57 @@ def _settings(cfg: Config, runs: Runs, variants: list[str]) -> list[str]:
     return [
         f"- Data: {data}",
         f"- Text encoder: {', '.join(encoders) or 'not recorded'}"
-        + (" (fine-tuned)" if cfg.text.finetune else " (frozen, cached vectors)"),
+        + ((" (fine-tuned by the methods whose row says so, frozen vectors for the others)"
+            if cfg.profile == "paper" else " (fine-tuned)") if cfg.text.finetune
+           else " (frozen, cached vectors)"),
         f"- Profile: {cfg.profile}" + ("" if cfg.profile == "paper" else
-                                       " (not the paper's setting: see PAPER_PROFILE in pipeline/config.py)"),
+                                       " (not the paper's setting: see PAPER_PROFILE in pipeline/profiles.py)"),
+        *_profile_lines(cfg, runs),
         f"- Seeds: {', '.join(map(str, cfg.seeds))} ({len(cfg.seeds)} runs per variant and dataset)",
         f"- Variants: {', '.join(variants)}",
         f"- Training devices: {', '.join(devices) or 'not recorded'}",
-    ] + [f"- **WARNING** (params): {w}" for w in config_checks.warnings(cfg)]
+    ] + [f"- **WARNING** (params): {w}" for w in config_checks.warnings(cfg)] + (
+        _method_settings_table(runs) if cfg.profile == "paper" else [])
+
+
+def _profile_lines(cfg: Config, runs: Runs) -> list[str]:
+    """The paper profile's specifics: per-method settings, size overrides, per-dataset notes."""
+    lines = []
+    if cfg.profile == "paper":
+        lines.append("- The paper profile: each method at its own published or MMSA-config settings "
+                     "(pipeline/method_settings.py; what ran is each run's metrics.json `settings`)")
+        size = {k: v for k, v in as_dict(cfg.paper).items() if v not in (None, False)}
+        if size:
+            lines.append("- Size overrides of the paper profile: "
+                         + ", ".join(f"paper.{k}={v}" for k, v in size.items())
+                         + " (a rehearsal at reduced size, not the paper's run)")
+    notes = sorted({n for rs in runs.raw.values() for runs_ in rs.values() for r in runs_
+                    for n in r.get("notes", [])})
+    lines += [f"- Note: {n}" for n in notes]
+    return lines
+
+
+def _method_settings_table(runs: Runs) -> list[str]:
+    """What each method ran with, per dataset, from the runs' own metrics.json."""
+    rows = {}
+    for ds, by_variant in runs.raw.items():
+        for results in by_variant.values():
+            for r in results:
+                s = r.get("settings")
+                if s and (s["model"], ds) not in rows:
+                    t = s["train"]
+                    parts = {k: v for k, v in (t.get("lr_parts") or {}).items() if v is not None}
+                    lr = ", ".join(f"{k} {v:g}" for k, v in parts.items()) if parts else f"{t['lr']:g}"
+                    clip = f"{t['grad_clip']:g} ({t['grad_clip_mode']})" if t.get("grad_clip") else "none"
+                    rows[(s["model"], ds)] = (
+                        f"| {s['model']} | {ds} | {lr} | {t['batch_size']} | {t['dropout']:g} | "
+                        f"{t['hidden']} | {clip} | {t.get('early_stop') or 'none'} | {t['epochs']} | "
+                        f"{'fine-tuned' if s['text']['finetune'] else 'frozen'} |")
+    if not rows:
+        return []
+    return ["", "Each method's settings as run (every run's metrics.json, `settings`):", "",
+            "| method | dataset | lr | batch | dropout | width | grad clip | early stop | epochs | BERT |",
+            "|---|---|---|---|---|---|---|---|---|---|", *(rows[k] for k in sorted(rows))]
 
 
 HOW_TO_READ = (

@@ -416,6 +416,10 @@ def _na_notes(t: Table, b: Builder, variants, datasets) -> None:
             if r and (v, r) not in seen:
                 seen.add((v, r))
                 t.notes.append(f"n/a: {name(v)} ({v}) does not apply to {DS_LABEL[ds]}: {r}.")
+    # what a run had to do differently (e.g. a source without raw text keeps frozen text)
+    run_notes = {n for ds in datasets for v in variants for r in b.runs.results(ds, v)
+                 for n in r.get("notes", [])}
+    t.notes += [f"Note: {n}." for n in sorted(run_notes)]
 
 
 MMSA_RUN = "MMSA rerun"

@@ -22,9 +22,10 @@ BASELINES = {
     "mag_bert": mag_bert.build,
     "cpsl": cpsl.build,
 }
-# What a builder needs from the trainer beyond (dims, out_dim, hidden, dropout).
+# What a builder needs from the trainer beyond (dims, out_dim, hidden, dropout); "bert_if_finetuned":
+# the BERT to fine-tune when text.finetune is on (Self-MM, as MMSA's use_finetune; CP+SL).
 NEEDS = {
-    "self_mm": ("n_train",),
+    "self_mm": ("n_train", "bert_if_finetuned"),
     "mag_bert": ("bert",),
-    "cpsl": (),
+    "cpsl": ("bert_if_finetuned",),
 }
