@@ -45,6 +45,9 @@ def warnings(cfg) -> list[str]:
         if _uses_sgm(vcfg) and vcfg.sgm.switch == "epoch" and max(vcfg.sgm.start_epoch, 2) == vcfg.train.epochs:
             out.append(f"sgm.start_epoch: {vcfg.sgm.start_epoch} with train.epochs: {vcfg.train.epochs}: "
                        f"in {v!r} SGM (phase 2) acts on the last epoch only")
+        inert = _inert_sgm(vcfg, v)
+        if inert and _rehearsal(vcfg):
+            out.append(f"paper.epochs: {vcfg.paper.epochs} (a rehearsal at reduced size): {inert}")
     if cfg.loss.mu == 0 and (cfg.pcl.enabled or cfg.cal.enabled):
         out.append("loss.mu: 0 removes the PCL and CAL loss terms (Eq. 15): the pase-no_pcl and "
                    "pase-no_cal ablations then differ from pase only where prototypes feed the fusion")
@@ -90,22 +93,36 @@ def _uses_sgm(cfg) -> bool:
     return cfg.balancer == "sgm" and cfg.sgm.enabled  # as build_balancer in pipeline/train.py
 
 
-def _check_variant(cfg, v: str) -> None:
+def _rehearsal(cfg) -> bool:
+    """A paper-profile run at reduced size (`paper.epochs` set): it rehearses the plumbing, and a
+    phase 2 that cannot start in so few epochs is a warning there, not an error."""
+    return cfg.profile == "paper" and getattr(cfg.paper, "epochs", None) is not None
+
+
+def _inert_sgm(cfg, v: str) -> str | None:
+    """Why SGM can never start in variant `v`'s run, or None."""
     epochs = cfg.train.epochs
-    if _uses_sgm(cfg):
-        # phase 2 is decided after an epoch, so it can begin at epoch 2 at the earliest
-        if cfg.sgm.switch == "epoch" and max(cfg.sgm.start_epoch, 2) > epochs:
-            raise ConfigError(
-                f"sgm.start_epoch: {cfg.sgm.start_epoch} with train.epochs: {epochs}: phase 2 (SGM) "
+    if not _uses_sgm(cfg):
+        return None
+    # phase 2 is decided after an epoch, so it can begin at epoch 2 at the earliest
+    if cfg.sgm.switch == "epoch" and max(cfg.sgm.start_epoch, 2) > epochs:
+        return (f"sgm.start_epoch: {cfg.sgm.start_epoch} with train.epochs: {epochs}: phase 2 (SGM) "
                 f"would never start, so variant {v!r} would train exactly as without SGM "
                 f"(pase-no_sgm); allowed: sgm.start_epoch <= train.epochs (and train.epochs >= 2), "
                 "or sgm.enabled: false")
-        if cfg.sgm.switch == "plateau" and cfg.sgm.patience + 2 > epochs:
-            raise ConfigError(
-                f"sgm.patience: {cfg.sgm.patience} with train.epochs: {epochs}: a plateau that long "
+    if cfg.sgm.switch == "plateau" and cfg.sgm.patience + 2 > epochs:
+        return (f"sgm.patience: {cfg.sgm.patience} with train.epochs: {epochs}: a plateau that long "
                 f"cannot occur (phase 2 could begin at epoch {cfg.sgm.patience + 2} at the earliest), "
                 f"so variant {v!r} would train exactly as without SGM; allowed: sgm.patience <= "
                 "train.epochs - 2, or sgm.switch: epoch")
+    return None
+
+
+def _check_variant(cfg, v: str) -> None:
+    epochs = cfg.train.epochs
+    inert = _inert_sgm(cfg, v)
+    if inert and not _rehearsal(cfg):
+        raise ConfigError(inert)
     windows = {"ogm_ge": ("ogm", cfg.ogm.start_epoch, epochs),  # 1-based: inert past the last epoch
                "mmpareto": ("mmpareto", cfg.mmpareto.start_epoch, epochs),
                "cp": ("cp", cfg.cp.start_epoch + 1, epochs)}  # 0-based [start, end)

@@ -28,15 +28,20 @@ if not PAPERS.exists():
 
 
 def test_readme_parameter_counts_are_what_count_prints():
-    """Every count in the README's baseline table (CPU default) is `python -m pipeline count`'s."""
+    """Every count in the README's baseline table (CPU default) and in its paper-profile table is
+    `python -m pipeline count`'s."""
     from pipeline.config import load_config
     from pipeline.report.params import count_variant
     cfg = load_config(ROOT / "params.yaml")
-    rows = re.findall(r"^\| `([\w-]+)` \|[^|]*\| ([\d,]+)", (ROOT / "README.md").read_text(), re.M)
-    assert len(rows) >= 10
-    for variant, n in rows:
+    readme = (ROOT / "README.md").read_text()
+    cpu = re.findall(r"^\| `([\w-]+)` \| [^|]*[a-z][^|]* \| ([\d,]+)", readme, re.M)
+    paper = re.findall(r"^\| `([\w-]+)` \| ([\d,]+) \|", readme, re.M)
+    assert len(cpu) >= 10 and len(paper) >= 9
+    for variant, n in cpu:
         if variant != "mag_bert":  # needs BERT-base: its count is the paper profile's
             assert count_variant(cfg, variant, None, None, "regression") == int(n.replace(",", "")), variant
+    for variant, n in paper:
+        assert count_variant(cfg, variant, "paper", None, "regression") == int(n.replace(",", "")), variant
 
 
 def test_readme_states_python_and_the_cpu_torch_index():

@@ -150,9 +150,9 @@ def test_gradient_clipping(mode):
 
 def test_early_stop_ends_training_after_patience_epochs(tiny_project, one_thread):
     from pipeline import train
-    cfg = tiny_project({"train": {"epochs": 6, "lr": 0.0, "early_stop": 2}})
+    cfg = tiny_project({"train": {"epochs": 6, "lr": 1e-30, "early_stop": 2}})
     (r,) = train.train_variant(cfg, "mosi", "late_fusion")
-    # lr 0: epoch 1 is the best and never beaten; epochs 2 and 3 make the patience of 2
+    # lr 1e-30 (0 is refused): no weight moves in float32, so epoch 1 is the best and never beaten; epochs 2 and 3 make the patience of 2
     assert r["epochs_run"] == 3 and r["best_epoch"] == 1
     history = json.loads((Path("data/runs/mosi/late_fusion/seed0/history.json")).read_text())
     assert len(history) == 3
@@ -165,7 +165,8 @@ def test_a_source_without_raw_text_keeps_its_frozen_text_under_the_paper_profile
     from pipeline.stages import align, download, embed
     from tests.test_pickles import dump, mult_data, sha
     monkeypatch.chdir(tmp_path)
-    pkl = dump(tmp_path / "iemocap_data.pkl", mult_data("iemocap")[0])
+    from tests.test_pickle_sources import user_file
+    pkl = user_file("iemocap", "iemocap_data.pkl", mult_data("iemocap")[0])
     raw = json.loads(json.dumps(SHIPPED))
     raw.update(profile="paper", datasets=["iemocap"], seeds=[0])
     raw["data"]["iemocap"].update(source="mult", path=str(pkl), sha256=sha(pkl))

@@ -173,12 +173,12 @@ def test_finished_seeds_survive_a_killed_stage(tiny_project, monkeypatch, caplog
 
     real_seed, trained, killed = train.train_seed, [], []
 
-    def counting(cfg, dataset, variant, seed, out):
+    def counting(cfg, dataset, variant, seed, out, **kw):
         trained.append(seed)
         if kill == "between seeds" and seed == 2 and not killed:
             killed.append(seed)
             raise KeyboardInterrupt("killed between seeds 1 and 2")
-        return real_seed(cfg, dataset, variant, seed, out)
+        return real_seed(cfg, dataset, variant, seed, out, **kw)
 
     monkeypatch.setattr(train, "train_seed", counting)
     if kill == "mid-seed":
