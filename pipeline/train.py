@@ -396,9 +396,11 @@ def save_model(path: Path, model: nn.Module, cfg: Config, *, key: str, **meta) -
     """Keep the selected (best-validation) model of a seed in its run folder, a DVC output, with
     what `python -m pipeline predict` needs to rebuild it: the effective config, the input sizes,
     the task and the fingerprint (`key`) and files of the inputs it was trained on."""
-    with atomic_path(path) as tmp:
+    # through a file object: torch names the archive's root folder after a path, and the
+    # temporary path is random, so the bytes would differ from run to run
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save({"format": MODEL_FORMAT, "config": as_dict(cfg), "fingerprint": key, **meta,
-                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
+                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, f)
 
 
 def _write_predictions(path: Path, data: StoreDataset, outputs: np.ndarray, labels: np.ndarray, task: str):

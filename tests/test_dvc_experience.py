@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_params
+from tests.conftest import make_user_dirs, write_params
 from tests.test_dvc_pipeline import ROOT, run
 
 pytestmark = pytest.mark.slow
@@ -35,6 +35,7 @@ def ablation(tmp_path_factory):
     write_params(work / "params.yaml", {"datasets": ["mosi"], "seeds": [0, 1],
                                         "variants": ["pase", "late_fusion"],
                                         "train": {"epochs": 2}, "sgm": {"start_epoch": 2}})
+    make_user_dirs(work)
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
                 ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                 ["git", "commit", "-qm", "scratch copy"]):
