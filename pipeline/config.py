@@ -200,13 +200,12 @@ class MmparetoConfig:
 
 @dataclass
 class CpConfig:
-    """The Conflict-aware Penalty of CP+SL (pipeline/models/baselines/cpsl.py documents it)."""
+    """The Conflict-aware Penalty of CP+SL (pipeline/balancers/cp.py documents it)."""
 
-    alpha: float = _range(1e-6, default=0.5)  # penalty strength, 1 - tanh(alpha * (ratio - 1))
-    start_epoch: int = _range(0, default=0)  # window [start_epoch, end_epoch), 0-based
-    end_epoch: int = _range(0, default=50)
-    conflict_below: float = _range(-1.0, 1.0, default=0.0)  # cosine under which gradients conflict
-    apply_to: Literal["grad", "lr"] = "grad"
+    alpha: float = _range(1e-6, default=0.5)  # penalty slope, 1 - tanh(alpha * (ratio - 1))
+    start: float = _range(0.0, 1.0, default=0.0)  # window [start, end) as fractions of train.epochs
+    end: float = _range(0.0, 1.0, default=0.5)  # OGM-GE's published window: epochs 0-50 of 100
+    dominant: Literal["text", "audio", "vision", "auto"] = "text"  # the abstract names text
 
 
 # params.yaml's experiment matrix (tests/test_config.py checks that every default here equals

@@ -103,22 +103,9 @@ def build_model(cfg: Config, dims: dict[str, int], task: str, bert_factory=load_
 
 
 def build_balancer(cfg: Config, task: str) -> Balancer:
-    """The gradient-balancing part: SGM for PaSE (phase 2), or a baseline's balancer."""
-    from pipeline.models import balance
-    name = cfg.balancer
-    if name == "sgm" and cfg.sgm.enabled:
-        return balance.SGM(rho=cfg.sgm.rho)
-    if name == "ogm_ge":
-        return balance.OGMGE(alpha=cfg.ogm.alpha, start=cfg.ogm.start_epoch - 1,
-                             end=cfg.ogm.end_epoch, task=task)
-    if name == "mmpareto":
-        from pipeline.models.mmpareto import MMPareto
-        return MMPareto(start=cfg.mmpareto.start_epoch - 1, end=cfg.mmpareto.end_epoch,
-                        gamma=cfg.mmpareto.gamma)
-    if name == "cp":
-        from pipeline.models.baselines.cpsl import build_balancer as cp_balancer
-        return cp_balancer(**as_dict(cfg.cp))
-    return Balancer()
+    """The gradient-balancing part (pipeline/balancers/): SGM for PaSE (phase 2), or another."""
+    from pipeline import balancers
+    return balancers.build(cfg, task)
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0, lr_parts=None,
@@ -227,7 +214,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
     optim = torch.optim.Adam(param_groups(model, tcfg.lr, tcfg.weight_decay, tcfg.lr_parts,
                                           tcfg.weight_decay_parts), lr=tcfg.lr)
     balancer = build_balancer(cfg, task)
-    from pipeline.models.balance import SGM
+    from pipeline.balancers.sgm import SGM
     monitor = SGM(rho=cfg.sgm.rho)  # computes Shapley values for the logs, changes nothing
 
     # same code, parameters and inputs, or not resumed

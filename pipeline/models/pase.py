@@ -21,7 +21,7 @@ the choice is made here and listed in the README's "Method notes".
 - L = L_task + mu * (sum_m alpha^m L_intra^m + L_inter) (Eq. 15, 17); alpha^m is the batch mean
   of the per-sample weights, detached (a weighting, not a path for gradients).
 The per-modality intra losses and per-pair CAL losses are left in `out["intra"]`/`out["inter"]`
-for SGM (pipeline/models/balance.py), which needs nothing else to compute Shapley values.
+for SGM (pipeline/balancers/sgm.py), which needs nothing else to compute Shapley values.
 """
 from __future__ import annotations
 
