@@ -184,7 +184,7 @@ class SgmConfig:
 class OgmConfig:
     """OGM-GE (Peng et al. 2022) on the PaSE backbone with SGM off (baseline `pase-ogm_ge`)."""
 
-    alpha: float = _range(0.0, default=0.1)  # modulation strength, 1 - tanh(alpha * (ratio - 1))
+    alpha: float = _range(0.0, default=0.1)  # modulation strength: the dominant modality gets 1 - tanh(alpha * ratio)
     start_epoch: int = _range(1, default=1)  # modulation window [start_epoch, end_epoch], 1-based
     end_epoch: int | None = None  # None: to the last epoch
 

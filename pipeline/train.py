@@ -268,7 +268,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
             else:
                 sum(losses.values()).backward()
                 info = {}
-            if "intra" in out_ and not any(k.startswith("shapley_") for k in info):
+            if ("intra" in out_ or "inter" in out_) and not any(k.startswith("shapley_") for k in info):
                 # Contributions are logged in every phase and variant (Figure 5 compares runs
                 # with and without SGM); they are loss values the step already has.
                 info.update({f"shapley_{m}": v for m, v in monitor.shapley(out_).items()})

@@ -19,6 +19,10 @@ SGM, Shapley-based Gradient Modulation (pase-paper.txt, "Modality Balance Optimi
   Because Eq. 9 is a sum, L_inter^S grows with the number of pairs (3 pairs for the full set),
   which is followed as written.
   ρ is not given in the paper; 0.5 (equal weight) is the default here.
+- Ablations: SGM reads only the components the model has. "- PCL" (no intra-class loss): the
+  model computes no L_intra and u(S) = ρ / (1 + L_inter^S) (singletons 0); "- CAL": no L_inter
+  and u(S) = (1 - ρ) / (1 + L_intra^S). Only the ratios of ψ matter to φ (Eq. 20), so the dropped
+  part is not renormalised. With neither, SGM has nothing to read and refuses.
 - Eq. 20, normalisation and modulation:  ψ̃_m = ψ_m / Σ_k ψ_k,  φ_m = exp(ψ̃_min / ψ̃_m - 1).
   For positive ψ, φ ∈ (e^-1, 1]: the modality with the smallest contribution keeps its rate and
   stronger ones are damped (never by more than 1/e). The ratio is only meaningful for positive
@@ -87,26 +91,38 @@ def _value(x) -> float:
     return float(x.detach()) if torch.is_tensor(x) else float(x)
 
 
-def subset_utility(intra: dict, inter: dict, rho: float) -> dict[frozenset, float]:
-    """Eq. 19 for every subset of intra's modalities: {frozenset: u(S)}, u(∅) = 0.
+def subset_utility(intra: dict | None, inter: dict | None, rho: float,
+                   modalities: Iterable[str] | None = None) -> dict[frozenset, float]:
+    """Eq. 19 for every subset of the modalities: {frozenset: u(S)}, u(∅) = 0.
 
     intra: {m: intra-class loss (Eq. 3)}; inter: {frozenset({m, n}): CAL loss of the pair
     (Eq. 9's summand)}; floats or scalar tensors (read as floats: no graph is kept).
     Singletons earn no inter-modal term: u({m}) = (1 - ρ) / (1 + L_intra^m) (module doc).
+    An ablated component is None and its part of u is dropped (module doc, "Ablations").
+    modalities: default intra's keys (or the pairs' members when intra is None).
     """
     if not 0.0 <= rho <= 1.0:
         raise ValueError(f"subset_utility: rho must be in [0, 1], got {rho}")
-    mods = list(intra)
-    intra = {m: _value(v) for m, v in intra.items()}
-    inter = {frozenset(p): _value(v) for p, v in inter.items()}
+    if intra is None and inter is None:
+        raise KeyError("subset_utility: neither intra-class (PCL) nor inter-modal (CAL) losses: "
+                       "SGM's utility (Eq. 19) has nothing to read")
+    if modalities is not None:
+        mods = list(modalities)
+    elif intra is not None:
+        mods = list(intra)
+    else:
+        mods = sorted({m for p in inter for m in p})
+    intra = None if intra is None else {m: _value(v) for m, v in intra.items()}
+    inter = None if inter is None else {frozenset(p): _value(v) for p, v in inter.items()}
     table = {}
     for S in subsets(mods):
         if not S:
             table[S] = 0.0
             continue
-        l_intra = sum(intra[m] for m in S) / len(S)
-        u = (1.0 - rho) / (1.0 + l_intra)
-        if len(S) >= 2:
+        u = 0.0
+        if intra is not None:
+            u += (1.0 - rho) / (1.0 + sum(intra[m] for m in S) / len(S))
+        if inter is not None and len(S) >= 2:
             pairs = [frozenset(p) for p in combinations(sorted(S), 2)]
             missing = [sorted(p) for p in pairs if p not in inter]
             if missing:
@@ -175,11 +191,12 @@ class SGM(Balancer):
 
     def shapley(self, out: dict) -> dict[str, float]:
         """ψ from the loss terms the model put in `out` (no forward pass)."""
-        if "intra" not in out or "inter" not in out:
-            raise KeyError("SGM needs the model's out['intra'] = {modality: loss} and "
+        if "intra" not in out and "inter" not in out:
+            raise KeyError("SGM needs the model's out['intra'] = {modality: loss} and/or "
                            "out['inter'] = {frozenset({m, n}): loss} (PaSE provides them)")
-        table = subset_utility(out["intra"], out["inter"], self.rho)
-        return shapley_values(table, list(out["intra"]))
+        mods = list(out["features"]) if "features" in out else None
+        table = subset_utility(out.get("intra"), out.get("inter"), self.rho, mods)
+        return shapley_values(table, mods or [m for S in table for m in S if len(S) == 1])
 
     def before_step(self, model, optimizer, out, batch, losses, epoch) -> dict[str, float]:
         if not self.active(epoch):
