@@ -97,6 +97,8 @@ def build_model(cfg: Config, dims: dict[str, int], task: str, bert_factory=load_
             kw["task"] = task
         if "n_train" in needs:
             kw["n_train"] = n_train
+        if "encoder" in needs:
+            kw.setdefault("encoder", cfg.train.encoder)
         return BASELINES[cfg.model](dims, out_dim, hidden=cfg.train.hidden,
                                     dropout=cfg.train.dropout, **kw)
     raise ConfigError(f"model: {cfg.model!r} is unknown")

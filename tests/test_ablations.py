@@ -90,3 +90,16 @@ def test_sgm_utility_reads_only_present_components():
     feats = {"text": torch.zeros(1), "audio": torch.zeros(1)}
     psi = SGM(rho=0.5).shapley({"inter": inter, "features": feats})
     assert psi["text"] == pytest.approx(psi["audio"]) and math.isclose(sum(psi.values()), 0.125)
+
+
+@pytest.mark.parametrize("variant", ["pase", "self_mm", "cpsl"])
+@pytest.mark.parametrize("kind", ["conv", "lstm"])
+def test_models_on_shared_encoders_honour_train_encoder(variant, kind):
+    from pipeline.models.encoders import SEQUENCE_ENCODERS
+    from pipeline.train import build_model
+    cfg = variant_config(config_from_dict({"train": {"encoder": kind}}), variant)
+    model = build_model(cfg, DIMS, "regression", bert_factory=lambda c: None, n_train=16)
+    for m in DIMS:
+        found = [type(x) for x in model.modality_parameters() and model.encoders[m].modules()
+                 if type(x) in SEQUENCE_ENCODERS.values()]
+        assert found == [SEQUENCE_ENCODERS[kind]], (variant, m, found)

@@ -70,14 +70,16 @@ EPS = 1e-8
 class SelfMM(MultimodalModel):
     def __init__(self, dims: dict[str, int], n_train: int, hidden: int = 64, dropout: float = 0.1,
                  bert: nn.Module | None = None, warmup_epochs: int = 1, H: float = 3.0,
-                 exclude_zero: bool = True):
+                 exclude_zero: bool = True, encoder: str = "lstm"):
         super().__init__()
         self.modalities = ordered_modalities(dims, "Self-MM", minimum=1)
         if int(n_train) <= 0:
             raise ValueError(f"Self-MM: n_train (training samples) must be positive, got {n_train}")
         self.n_train, self.warmup_epochs = int(n_train), int(warmup_epochs)
         self.H, self.exclude_zero = float(H), bool(exclude_zero)
-        self.encoders = ModalityEncoders({m: dims[m] for m in self.modalities}, hidden, dropout, bert).encoders
+        # audio/vision (and frozen text) sequence encoders: train.encoder, as PaSE's (equal footing)
+        self.encoders = ModalityEncoders({m: dims[m] for m in self.modalities}, hidden, dropout, bert,
+                                         kind=encoder).encoders
         post_f, post_u = hidden, max(hidden // 2, 1)
         d_cat = hidden * len(self.modalities)
         self.fusion_1 = nn.Sequential(nn.Dropout(dropout), nn.Linear(d_cat, post_f), nn.ReLU())
@@ -205,7 +207,7 @@ class SelfMM(MultimodalModel):
 
 def build(dims: dict[str, int], out_dim: int, hidden: int = 64, dropout: float = 0.1, *,
           n_train: int | None = None, bert: nn.Module | None = None, warmup_epochs: int = 1,
-          H: float = 3.0, exclude_zero: bool = True) -> SelfMM:
+          H: float = 3.0, exclude_zero: bool = True, encoder: str = "lstm") -> SelfMM:
     """Self-MM for regression. `n_train`: size of the training split (the label buffers)."""
     if out_dim != 1:
         raise ValueError(f"Self-MM is a regression model (out_dim 1); got out_dim {out_dim} (IEMOCAP's "
@@ -215,4 +217,4 @@ def build(dims: dict[str, int], out_dim: int, hidden: int = 64, dropout: float =
         raise ValueError("Self-MM needs n_train= (the number of training samples) to size its per-sample "
                          "label buffers")
     return SelfMM(dims, n_train, hidden, dropout, bert=bert, warmup_epochs=warmup_epochs, H=H,
-                  exclude_zero=exclude_zero)
+                  exclude_zero=exclude_zero, encoder=encoder)
