@@ -59,6 +59,15 @@ class DatasetConfig:
 
 
 @dataclass
+class ShareConfig:
+    """Complementary kind, MOSI/MOSEI: each modality's share of the label's variance."""
+
+    text: float = _range(0.0, default=0.5)
+    audio: float = _range(0.0, default=0.3)
+    vision: float = _range(0.0, default=0.2)
+
+
+@dataclass
 class SnrConfig:
     """Signal-to-noise ratio (signal variance / noise variance) of the latent score per modality."""
 
@@ -73,6 +82,8 @@ class SyntheticConfig:
 
     scale: float = _range(0.001, 1.0, default=1.0)  # fraction of the paper's split sizes
     seed: int = 1234
+    kind: Literal["complementary", "redundant"] = "complementary"  # each modality its own part / copies
+    share: ShareConfig = field(default_factory=lambda: ShareConfig())  # complementary MOSI/MOSEI
     snr: SnrConfig = field(default_factory=SnrConfig)
     audio_dim: int = _range(1, default=74)  # COVAREP-like
     vision_dim: int = _range(1, default=35)  # FACET 4.2-like

@@ -54,6 +54,10 @@ def download(cfg: Config, dataset: str) -> Path:
                                             "params": json.dumps(as_dict(cfg.synthetic))})
         info["files"] = {target.name: sha256_file(target)}
         info["params"] = as_dict(cfg.synthetic)
+        if cfg.synthetic.kind == "complementary":  # the best achievable scores, for the report
+            oracle = synthetic.oracle_scores(dataset, cfg.synthetic, dcfg.synthetic_scale)
+            with atomic_path(out / synthetic.ORACLE_FILE) as tmp:
+                tmp.write_text(json.dumps(oracle, indent=1))
     elif dcfg.source == "cmu" and dcfg.path:
         from pipeline.data.download import check_csd, local_cmu_files
         folder = user_path(dataset, dcfg, folder=True)
