@@ -181,16 +181,35 @@ def to_device(batch: dict, device, drop=("label",)) -> dict:
 @torch.no_grad()
 def predict(model: nn.Module, data: StoreDataset, batch_size: int, device, amp=False,
             keep=("pred",)) -> dict[str, np.ndarray]:
-    """Model outputs for a whole split, in order. The label never reaches the model."""
+    """Model outputs for a whole split, in order. The label never reaches the model.
+    A dict-valued output (e.g. "features": {modality: (B, h)}) comes back as "<key>_<modality>"."""
     model.eval()
     outs = {k: [] for k in keep}
     for batch in data.batches(batch_size):
         with autocast(device, amp):
             out = model(to_device(batch, device))
         for k in keep:
-            if k in out:
+            if isinstance(out.get(k), dict):
+                for m, v in out[k].items():
+                    outs.setdefault(f"{k}_{m}", []).append(v.float().cpu().numpy())
+            elif k in out:
                 outs[k].append(out[k].float().cpu().numpy())
     return {k: np.concatenate(v) for k, v in outs.items() if v}
+
+
+def save_probe_features(path: Path, model: nn.Module, data: dict, batch_size: int, device,
+                        amp=False) -> None:
+    """Each frozen encoder's output on train and test, with the train labels, for the report's
+    linear probes (the imbalance diagnostics, pipeline/report/diagnostics.py)."""
+    arrays = {}
+    for split in ("train", "test"):
+        for k, v in predict(model, data[split], batch_size, device, amp, keep=("features",)).items():
+            arrays[f"{split}/{k[len('features_'):]}"] = v.astype(np.float32)
+    if not arrays:
+        return
+    arrays["train/label"] = np.asarray(data["train"].labels())
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
@@ -334,6 +353,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
         if key in test_out:
             with atomic_path(out / f"{key}_test.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, test_out[key].astype(np.float32))
+    save_probe_features(out / "probe_features.npz", model, data, tcfg.batch_size, device, amp)
     write_atomic(out / "timing.json", json.dumps(
         {"train_seconds_this_process": round(time.perf_counter() - started, 3),
          "device": str(device)}, indent=2) + "\n")
