@@ -21,6 +21,9 @@ def test_variant_trains_through_the_trainer(tiny_project, variant):
     assert len(hist) == 2 and all(np.isfinite(r["loss_task"]) for r in hist)
     if variant == "pase-ogm_ge":
         assert "ogm_coeff_text" in hist[0] and "loss_aux" in hist[0]
+        z = np.load(paths.seed_dir("mosi", variant, 0) / "probe_features.npz")  # diagnostics
+        assert {"train/text", "test/audio", "train/label"} <= set(z.files)
+        assert len(z["train/text"]) == len(z["train/label"]) and z["test/audio"].shape[1] > 1
     if variant == "pase-mmpareto":
         assert "mmpareto_cos_text" in hist[0] and "loss_aux_text" in hist[0]
     if variant == "cpsl":
