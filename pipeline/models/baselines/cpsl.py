@@ -52,9 +52,9 @@ and written down so that it can be changed when the paper appears.
 Output: {"pred", "unimodal": {m}, "features": {m: e_m}, "fused": f, "fusion_weights": (B, M) mean
 gate per modality}.
 
-Sizes (hidden h = 64, text 384 / audio 74 / vision 35, cached-vector path): 336,478 parameters
-(regression; 338,298 for IEMOCAP's 8 outputs); with BERT for text the [CLS] projection replaces
-the text BiLSTM.
+Sizes (hidden h = 64, text 384 / audio 74 / vision 35, cached-vector path): 173,854 parameters
+with the conv encoders (train.encoder: conv, the CPU default, as PaSE), 336,478 with BiLSTMs
+(regression); with BERT for text the [CLS] projection replaces the text sequence encoder.
 """
 from __future__ import annotations
 

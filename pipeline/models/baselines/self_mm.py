@@ -39,7 +39,8 @@ updated.
 Sizes: MMSA (MOSI) uses BERT-base text (768), audio/video LSTM outputs 16/32, post-fusion 128,
 post-text/audio/video 32/16/32. Here, scaled with `hidden` = h: every encoder outputs h,
 post-fusion h, post-unimodal h // 2 (= 32 at h = 64). At h = 64 with text 384 / audio 74 /
-vision 35 (cached-vector path): 283,262 parameters.
+vision 35 (cached-vector path): 120,638 parameters with the conv encoders (train.encoder: conv,
+the CPU default, as PaSE), 283,262 with BiLSTMs.
 
 Deviations, and why:
 - Shared project encoders (BiLSTM, LayerNorm'd input projection) replace MMSA's unidirectional
