@@ -260,7 +260,8 @@ def embed_store(cfg: Config, store: Path, out: Path) -> Path:
         f.attrs["store_sha256"] = sha256_file(store)
         enc = None
         if have_words and (not own or cfg.text.finetune):
-            from pipeline.features.text import encode_words, load_text_encoder, tokenize_for_finetuning
+            from pipeline.features.text import (encode_words, load_text_encoder, tokenize_for_finetuning,
+                                                tokenize_with_word_ids)
             enc = load_text_encoder(cfg.text.encoder)
         if own:
             with open_store(store) as src:
@@ -284,7 +285,8 @@ def embed_store(cfg: Config, store: Path, out: Path) -> Path:
                 feats, lens = encode_words(enc, words[s], L, batch_size=cfg.text.batch_size)
                 g.create_dataset("text", data=feats)  # contiguous: batches are one read (store.py)
                 g["text_len"] = lens
-                g["text_bert"] = tokenize_for_finetuning(enc, words[s], cfg.text.max_tokens)
+                # word ids: each token's word, so MAG-BERT puts a word's audio/vision row on its tokens
+                g["text_bert"], g["text_word_ids"] = tokenize_with_word_ids(enc, words[s], cfg.text.max_tokens)
                 log.info("embed %s: %s split, %d utterances encoded", dataset, s, len(words[s]))
             f.attrs["encoder"] = cfg.text.encoder
             f.attrs["dim"] = enc.dim

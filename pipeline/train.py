@@ -212,6 +212,12 @@ def save_probe_features(path: Path, model: nn.Module, data: dict, batch_size: in
         np.savez(f, **arrays)
 
 
+def _has_text_key(text_file: Path, key: str) -> bool:
+    import h5py
+    with h5py.File(text_file, "r") as f:
+        return key in f["train"]
+
+
 def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
                notes: tuple[str, ...] = ()) -> dict:
     """Train one seed; write metrics.json, predictions.csv and history to `out`, the per-epoch
@@ -227,6 +233,8 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
     seed_everything(seed)
     mods = tuple(cfg.modalities)
     extra = ("text_bert",) if cfg.text.finetune and "text" in mods else ()
+    if extra and cfg.model == "mag_bert" and _has_text_key(text, "text_word_ids"):
+        extra += ("text_word_ids",)  # word-level rows onto sub-word tokens (embed stage's map)
     data = {s: StoreDataset(store, s, text_file=text, modalities=mods, extra=extra)
             for s in ("train", "valid", "test")}
     model = build_model(cfg, {m: data["train"].dims[m] for m in mods}, task,
