@@ -48,14 +48,16 @@ def download(cfg: Config, dataset: str) -> Path:
     marker.unlink(missing_ok=True)
     info = {"dataset": dataset, "source": dcfg.source, "synthetic": dcfg.source == "synthetic"}
     if dcfg.source == "synthetic":
-        splits = synthetic.generate(dataset, cfg.synthetic, dcfg.synthetic_scale)
+        generated = synthetic.generate_with_latent(dataset, cfg.synthetic, dcfg.synthetic_scale)
+        splits = generated[0]
         target = out / "synthetic.h5"
         synthetic.save_raw(target, splits, {"dataset": dataset, "synthetic": True,
                                             "params": json.dumps(as_dict(cfg.synthetic))})
         info["files"] = {target.name: sha256_file(target)}
         info["params"] = as_dict(cfg.synthetic)
         if cfg.synthetic.kind == "complementary":  # the best achievable scores, for the report
-            oracle = synthetic.oracle_scores(dataset, cfg.synthetic, dcfg.synthetic_scale)
+            oracle = synthetic.oracle_scores(dataset, cfg.synthetic, dcfg.synthetic_scale,
+                                             generated=generated)
             with atomic_path(out / synthetic.ORACLE_FILE) as tmp:
                 tmp.write_text(json.dumps(oracle, indent=1))
     elif dcfg.source == "cmu" and dcfg.path:

@@ -180,18 +180,19 @@ def _utterance(s: np.ndarray, length: int, iemocap: bool, rng: np.random.Generat
 
 
 def oracle_scores(dataset: str, cfg: SyntheticConfig, scale: float | None = None,
-                  split: str = "test") -> dict[str, dict[str, float]]:
+                  split: str = "test", generated=None) -> dict[str, dict[str, float]]:
     """The best achievable score of every modality set on `split`, from the latent variables
     (complementary kind only): the Bayes prediction from the utterance-level observations s_m of
     the modalities in the set -- before the words' quantisation and the per-word feature noise,
     so no model can beat it. Regression: Σ_m E[c_m | s_m] = s_m · snr_m / (1 + snr_m) (Gaussian
     components; the posterior mean is also the L1-optimal median), scored by MMSA's metrics.
     IEMOCAP: the class posterior under equal priors and Gaussian noise, per-emotion present when
-    its posterior exceeds 1/2, WA from its arg-max. Keys: "T", "A", "V", "TA", "TV", "AV", "TAV"."""
+    its posterior exceeds 1/2, WA from its arg-max. Keys: "T", "A", "V", "TA", "TV", "AV", "TAV".
+    `generated`: `generate_with_latent`'s result for the same arguments (saves generating twice)."""
     from pipeline.metrics import iemocap_metrics, regression_metrics
     if cfg.kind != "complementary":
         raise ValueError("oracle_scores: only the complementary generator has a closed-form oracle")
-    splits, latent = generate_with_latent(dataset, cfg, scale)
+    splits, latent = generated if generated is not None else generate_with_latent(dataset, cfg, scale)
     lat, labels = latent[split], splits[split].labels
     letters = {"T": "text", "A": "audio", "V": "vision"}
     out = {}
