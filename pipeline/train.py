@@ -208,8 +208,13 @@ def save_probe_features(path: Path, model: nn.Module, data: dict, batch_size: in
     if not arrays:
         return
     arrays["train/label"] = np.asarray(data["train"].labels())
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    import zipfile
+    # np.savez stamps each member with the current time; a fixed stamp keeps the file's bytes
+    # the same for the same run (np.load reads it as any .npz)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        for key, value in arrays.items():
+            with z.open(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(value), allow_pickle=False)
 
 
 def _has_text_key(text_file: Path, key: str) -> bool:
