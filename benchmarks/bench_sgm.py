@@ -25,7 +25,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.models.balance import SGM  # noqa: E402
+from pipeline.balancers.sgm import SGM  # noqa: E402
 from pipeline.models.base import task_loss  # noqa: E402
 from pipeline.models.pase import PaSE  # noqa: E402
 from pipeline.train import autocast, param_groups  # noqa: E402

@@ -59,6 +59,15 @@ class DatasetConfig:
 
 
 @dataclass
+class ShareConfig:
+    """Complementary kind, MOSI/MOSEI: each modality's share of the label's variance."""
+
+    text: float = _range(0.0, default=0.5)
+    audio: float = _range(0.0, default=0.3)
+    vision: float = _range(0.0, default=0.2)
+
+
+@dataclass
 class SnrConfig:
     """Signal-to-noise ratio (signal variance / noise variance) of the latent score per modality."""
 
@@ -73,6 +82,8 @@ class SyntheticConfig:
 
     scale: float = _range(0.001, 1.0, default=1.0)  # fraction of the paper's split sizes
     seed: int = 1234
+    kind: Literal["complementary", "redundant"] = "complementary"  # each modality its own part / copies
+    share: ShareConfig = field(default_factory=lambda: ShareConfig())  # complementary MOSI/MOSEI
     snr: SnrConfig = field(default_factory=SnrConfig)
     audio_dim: int = _range(1, default=74)  # COVAREP-like
     vision_dim: int = _range(1, default=35)  # FACET 4.2-like
@@ -184,7 +195,7 @@ class SgmConfig:
 class OgmConfig:
     """OGM-GE (Peng et al. 2022) on the PaSE backbone with SGM off (baseline `pase-ogm_ge`)."""
 
-    alpha: float = _range(0.0, default=0.1)  # modulation strength, 1 - tanh(alpha * (ratio - 1))
+    alpha: float = _range(0.0, default=0.1)  # modulation strength: the dominant modality gets 1 - tanh(alpha * ratio)
     start_epoch: int = _range(1, default=1)  # modulation window [start_epoch, end_epoch], 1-based
     end_epoch: int | None = None  # None: to the last epoch
 
@@ -200,13 +211,12 @@ class MmparetoConfig:
 
 @dataclass
 class CpConfig:
-    """The Conflict-aware Penalty of CP+SL (pipeline/models/baselines/cpsl.py documents it)."""
+    """The Conflict-aware Penalty of CP+SL (pipeline/balancers/cp.py documents it)."""
 
-    alpha: float = _range(1e-6, default=0.5)  # penalty strength, 1 - tanh(alpha * (ratio - 1))
-    start_epoch: int = _range(0, default=0)  # window [start_epoch, end_epoch), 0-based
-    end_epoch: int = _range(0, default=50)
-    conflict_below: float = _range(-1.0, 1.0, default=0.0)  # cosine under which gradients conflict
-    apply_to: Literal["grad", "lr"] = "grad"
+    alpha: float = _range(1e-6, default=0.5)  # penalty slope, 1 - tanh(alpha * (ratio - 1))
+    start: float = _range(0.0, 1.0, default=0.0)  # window [start, end) as fractions of train.epochs
+    end: float = _range(0.0, 1.0, default=0.5)  # OGM-GE's published window: epochs 0-50 of 100
+    dominant: Literal["text", "audio", "vision", "auto"] = "text"  # the abstract names text
 
 
 # params.yaml's experiment matrix (tests/test_config.py checks that every default here equals

@@ -83,10 +83,10 @@ def _check_global(cfg) -> None:
                               f"{w.start_epoch}: the window (1-based, inclusive) is empty, so the "
                               f"balancer would never act; allowed: {sec}.end_epoch >= "
                               f"{sec}.start_epoch, or null (to the last epoch)")
-    if cfg.cp.end_epoch <= cfg.cp.start_epoch:
-        raise ConfigError(f"cp.end_epoch: {cfg.cp.end_epoch} is not after cp.start_epoch "
-                          f"{cfg.cp.start_epoch}: the window [start, end) (0-based) is empty, so "
-                          "CP+SL's penalty would never act; allowed: cp.end_epoch > cp.start_epoch")
+    if cfg.cp.end <= cfg.cp.start:
+        raise ConfigError(f"cp.end: {cfg.cp.end} is not after cp.start {cfg.cp.start}: the window "
+                          "[start, end) (fractions of train.epochs) is empty, so CP+SL's penalty "
+                          "would never act; allowed: 0 <= cp.start < cp.end <= 1")
 
 
 def _uses_sgm(cfg) -> bool:
@@ -124,8 +124,8 @@ def _check_variant(cfg, v: str) -> None:
     if inert and not _rehearsal(cfg):
         raise ConfigError(inert)
     windows = {"ogm_ge": ("ogm", cfg.ogm.start_epoch, epochs),  # 1-based: inert past the last epoch
-               "mmpareto": ("mmpareto", cfg.mmpareto.start_epoch, epochs),
-               "cp": ("cp", cfg.cp.start_epoch + 1, epochs)}  # 0-based [start, end)
+               "mmpareto": ("mmpareto", cfg.mmpareto.start_epoch, epochs)}
+    # cp's window is a fraction of the run: start < 1 always falls inside it
     if cfg.balancer in windows:
         sec, first, last = windows[cfg.balancer]
         if first > last:

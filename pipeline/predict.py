@@ -111,6 +111,9 @@ def predict_run(run: str, data: Path, out: Path | None = None, split: str = "tes
                         "(MOSI/MOSEI sentiment scores and IEMOCAP emotions do not mix)")
     mods = tuple(cfg.modalities)
     extra = ("text_bert",) if cfg.text.finetune and "text" in mods else ()
+    from pipeline.train import _has_text_key
+    if extra and cfg.model == "mag_bert" and _has_text_key(text, "text_word_ids"):
+        extra += ("text_word_ids",)  # as in training
     ds = StoreDataset(store, split, text_file=text, modalities=mods, extra=extra)
     for m in mods:
         if ds.dims[m] != first["dims"][m]:

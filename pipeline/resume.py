@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 # The train stage's code deps in dvc.yaml (tests/test_reliability_resume.py checks they agree).
 CODE_DEPS = ("pipeline/train.py", "pipeline/resume.py", "pipeline/variants.py",
              "pipeline/config.py", "pipeline/profiles.py", "pipeline/method_settings.py",
-             "pipeline/precision.py", "pipeline/models", "pipeline/metrics.py",
+             "pipeline/precision.py", "pipeline/models", "pipeline/balancers",
+             "pipeline/metrics.py",
              "pipeline/data/store.py", "pipeline/data/schema.py", "pipeline/features/text.py")
 # Keys that choose which runs exist, not what a run computes; the data sections act through the
 # input files, which are hashed themselves.

@@ -48,12 +48,18 @@ def download(cfg: Config, dataset: str) -> Path:
     marker.unlink(missing_ok=True)
     info = {"dataset": dataset, "source": dcfg.source, "synthetic": dcfg.source == "synthetic"}
     if dcfg.source == "synthetic":
-        splits = synthetic.generate(dataset, cfg.synthetic, dcfg.synthetic_scale)
+        generated = synthetic.generate_with_latent(dataset, cfg.synthetic, dcfg.synthetic_scale)
+        splits = generated[0]
         target = out / "synthetic.h5"
         synthetic.save_raw(target, splits, {"dataset": dataset, "synthetic": True,
                                             "params": json.dumps(as_dict(cfg.synthetic))})
         info["files"] = {target.name: sha256_file(target)}
         info["params"] = as_dict(cfg.synthetic)
+        if cfg.synthetic.kind == "complementary":  # the best achievable scores, for the report
+            oracle = synthetic.oracle_scores(dataset, cfg.synthetic, dcfg.synthetic_scale,
+                                             generated=generated)
+            with atomic_path(out / synthetic.ORACLE_FILE) as tmp:
+                tmp.write_text(json.dumps(oracle, indent=1))
     elif dcfg.source == "cmu" and dcfg.path:
         from pipeline.data.download import check_csd, local_cmu_files
         folder = user_path(dataset, dcfg, folder=True)
@@ -256,7 +262,8 @@ def embed_store(cfg: Config, store: Path, out: Path) -> Path:
         f.attrs["store_sha256"] = sha256_file(store)
         enc = None
         if have_words and (not own or cfg.text.finetune):
-            from pipeline.features.text import encode_words, load_text_encoder, tokenize_for_finetuning
+            from pipeline.features.text import (encode_words, load_text_encoder, tokenize_for_finetuning,
+                                                tokenize_with_word_ids)
             enc = load_text_encoder(cfg.text.encoder)
         if own:
             with open_store(store) as src:
@@ -280,7 +287,8 @@ def embed_store(cfg: Config, store: Path, out: Path) -> Path:
                 feats, lens = encode_words(enc, words[s], L, batch_size=cfg.text.batch_size)
                 g.create_dataset("text", data=feats)  # contiguous: batches are one read (store.py)
                 g["text_len"] = lens
-                g["text_bert"] = tokenize_for_finetuning(enc, words[s], cfg.text.max_tokens)
+                # word ids: each token's word, so MAG-BERT puts a word's audio/vision row on its tokens
+                g["text_bert"], g["text_word_ids"] = tokenize_with_word_ids(enc, words[s], cfg.text.max_tokens)
                 log.info("embed %s: %s split, %d utterances encoded", dataset, s, len(words[s]))
             f.attrs["encoder"] = cfg.text.encoder
             f.attrs["dim"] = enc.dim

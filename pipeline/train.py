@@ -97,28 +97,17 @@ def build_model(cfg: Config, dims: dict[str, int], task: str, bert_factory=load_
             kw["task"] = task
         if "n_train" in needs:
             kw["n_train"] = n_train
+        if "encoder" in needs:
+            kw.setdefault("encoder", cfg.train.encoder)
         return BASELINES[cfg.model](dims, out_dim, hidden=cfg.train.hidden,
                                     dropout=cfg.train.dropout, **kw)
     raise ConfigError(f"model: {cfg.model!r} is unknown")
 
 
 def build_balancer(cfg: Config, task: str) -> Balancer:
-    """The gradient-balancing part: SGM for PaSE (phase 2), or a baseline's balancer."""
-    from pipeline.models import balance
-    name = cfg.balancer
-    if name == "sgm" and cfg.sgm.enabled:
-        return balance.SGM(rho=cfg.sgm.rho)
-    if name == "ogm_ge":
-        return balance.OGMGE(alpha=cfg.ogm.alpha, start=cfg.ogm.start_epoch - 1,
-                             end=cfg.ogm.end_epoch, task=task)
-    if name == "mmpareto":
-        from pipeline.models.mmpareto import MMPareto
-        return MMPareto(start=cfg.mmpareto.start_epoch - 1, end=cfg.mmpareto.end_epoch,
-                        gamma=cfg.mmpareto.gamma)
-    if name == "cp":
-        from pipeline.models.baselines.cpsl import build_balancer as cp_balancer
-        return cp_balancer(**as_dict(cfg.cp))
-    return Balancer()
+    """The gradient-balancing part (pipeline/balancers/): SGM for PaSE (phase 2), or another."""
+    from pipeline import balancers
+    return balancers.build(cfg, task)
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0, lr_parts=None,
@@ -192,16 +181,46 @@ def to_device(batch: dict, device, drop=("label",)) -> dict:
 @torch.no_grad()
 def predict(model: nn.Module, data: StoreDataset, batch_size: int, device, amp=False,
             keep=("pred",)) -> dict[str, np.ndarray]:
-    """Model outputs for a whole split, in order. The label never reaches the model."""
+    """Model outputs for a whole split, in order. The label never reaches the model.
+    A dict-valued output (e.g. "features": {modality: (B, h)}) comes back as "<key>_<modality>"."""
     model.eval()
     outs = {k: [] for k in keep}
     for batch in data.batches(batch_size):
         with autocast(device, amp):
             out = model(to_device(batch, device))
         for k in keep:
-            if k in out:
+            if isinstance(out.get(k), dict):
+                for m, v in out[k].items():
+                    outs.setdefault(f"{k}_{m}", []).append(v.float().cpu().numpy())
+            elif k in out:
                 outs[k].append(out[k].float().cpu().numpy())
     return {k: np.concatenate(v) for k, v in outs.items() if v}
+
+
+def save_probe_features(path: Path, model: nn.Module, data: dict, batch_size: int, device,
+                        amp=False) -> None:
+    """Each frozen encoder's output on train and test, with the train labels, for the report's
+    linear probes (the imbalance diagnostics, pipeline/report/diagnostics.py)."""
+    arrays = {}
+    for split in ("train", "test"):
+        for k, v in predict(model, data[split], batch_size, device, amp, keep=("features",)).items():
+            arrays[f"{split}/{k[len('features_'):]}"] = v.astype(np.float32)
+    if not arrays:
+        return
+    arrays["train/label"] = np.asarray(data["train"].labels())
+    import zipfile
+    # np.savez stamps each member with the current time; a fixed stamp keeps the file's bytes
+    # the same for the same run (np.load reads it as any .npz)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        for key, value in arrays.items():
+            with z.open(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(value), allow_pickle=False)
+
+
+def _has_text_key(text_file: Path, key: str) -> bool:
+    import h5py
+    with h5py.File(text_file, "r") as f:
+        return key in f["train"]
 
 
 def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
@@ -219,6 +238,8 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
     seed_everything(seed)
     mods = tuple(cfg.modalities)
     extra = ("text_bert",) if cfg.text.finetune and "text" in mods else ()
+    if extra and cfg.model == "mag_bert" and _has_text_key(text, "text_word_ids"):
+        extra += ("text_word_ids",)  # word-level rows onto sub-word tokens (embed stage's map)
     data = {s: StoreDataset(store, s, text_file=text, modalities=mods, extra=extra)
             for s in ("train", "valid", "test")}
     model = build_model(cfg, {m: data["train"].dims[m] for m in mods}, task,
@@ -227,7 +248,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
     optim = torch.optim.Adam(param_groups(model, tcfg.lr, tcfg.weight_decay, tcfg.lr_parts,
                                           tcfg.weight_decay_parts), lr=tcfg.lr)
     balancer = build_balancer(cfg, task)
-    from pipeline.models.balance import SGM
+    from pipeline.balancers.sgm import SGM
     monitor = SGM(rho=cfg.sgm.rho)  # computes Shapley values for the logs, changes nothing
 
     # same code, parameters and inputs, or not resumed
@@ -281,7 +302,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
             else:
                 sum(losses.values()).backward()
                 info = {}
-            if "intra" in out_ and not any(k.startswith("shapley_") for k in info):
+            if ("intra" in out_ or "inter" in out_) and not any(k.startswith("shapley_") for k in info):
                 # Contributions are logged in every phase and variant (Figure 5 compares runs
                 # with and without SGM); they are loss values the step already has.
                 info.update({f"shapley_{m}": v for m, v in monitor.shapley(out_).items()})
@@ -345,6 +366,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
         if key in test_out:
             with atomic_path(out / f"{key}_test.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, test_out[key].astype(np.float32))
+    save_probe_features(out / "probe_features.npz", model, data, tcfg.batch_size, device, amp)
     write_atomic(out / "timing.json", json.dumps(
         {"train_seconds_this_process": round(time.perf_counter() - started, 3),
          "device": str(device)}, indent=2) + "\n")

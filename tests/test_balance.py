@@ -1,4 +1,4 @@
-"""Shapley values, SGM and OGM-GE (pipeline/models/balance.py)."""
+"""Shapley values and SGM (pipeline/balancers/sgm.py)."""
 import copy
 import math
 from itertools import permutations
@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.models.balance import (OGMGE, SGM, modulation, shapley_values, subset_utility,
-                                     subsets, unimodal_score)
+from pipeline.balancers.sgm import SGM, modulation, shapley_values, subset_utility, subsets
 from pipeline.models.base import MultimodalModel
 
 MODS = ("text", "audio", "vision")
@@ -312,103 +311,3 @@ def test_sgm_needs_loss_terms_and_validates():
         SGM(rho=2.0)
     with pytest.raises(ValueError):
         SGM(ema=1.0)
-
-
-# --------------------------------------------------------------------------- OGM-GE
-
-def test_ogm_coefficients():
-    ogm = OGMGE(alpha=0.5)
-    k = ogm.coefficients({"text": 0.9, "audio": 0.5, "vision": 0.4})
-    assert k["audio"] == 1.0 and k["vision"] == 1.0
-    assert k["text"] == pytest.approx(1 - math.tanh(0.5 * (0.9 / 0.45 - 1)))
-    # decreasing in the dominant modality's ratio
-    ks = [ogm.coefficients({"text": s, "audio": 0.5, "vision": 0.5})["text"]
-          for s in (0.5, 0.6, 0.8, 1.0, 2.0)]
-    assert ks[0] == 1.0 and all(a > b for a, b in zip(ks, ks[1:])) and ks[-1] > 0
-    assert ogm.coefficients({"text": 0.3, "audio": 0.3}) == {"text": 1.0, "audio": 1.0}
-    assert ogm.coefficients({"text": 0.3, "audio": 0.0})["text"] < 1.0
-
-
-def test_unimodal_scores():
-    y = torch.tensor([1.0, -1.0])
-    assert unimodal_score(torch.tensor([[1.0], [-1.0]]), y, "regression") == pytest.approx(1.0)
-    assert unimodal_score(torch.tensor([[2.0], [0.0]]), y, "regression") == pytest.approx(0.5)
-    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
-    p = math.exp(2) / (math.exp(2) + 2)
-    assert unimodal_score(logits, torch.tensor([0, 2]), "classification") == pytest.approx(p)
-    assert unimodal_score(logits, torch.tensor([1, 2]), "classification") == pytest.approx(
-        (1 / (math.exp(2) + 2) + p) / 2)
-    # IEMOCAP: (B, 4 emotions x 2) outputs, (B, 4) labels
-    iemo = torch.zeros(3, 8)
-    assert unimodal_score(iemo, torch.randint(0, 2, (3, 4)), "classification") == pytest.approx(0.5)
-
-
-class WithHeads(MultimodalModel):
-    def __init__(self, d=50):
-        super().__init__()
-        self.encoders = nn.ModuleDict({m: nn.Linear(d, d) for m in MODS})
-
-
-def ogm_setup(seed=0):
-    model = WithHeads()
-    g = torch.Generator().manual_seed(seed)
-    for p in model.parameters():
-        p.grad = torch.randn(p.shape, generator=g)
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    y = torch.tensor([[1.0], [0.5], [-1.0], [2.0]])
-    # regression: text's unimodal head is exact (score 1), audio and vision are off by 1 and 2
-    out = {"unimodal": {"text": y.clone(), "audio": y + 1.0, "vision": y - 2.0}}
-    return model, grads, out, {"label": y.squeeze(1)}
-
-
-def test_ogm_scales_the_dominant_encoder_gradients():
-    model, grads, out, batch = ogm_setup()
-    ogm = OGMGE(alpha=0.8, noise=False)
-    info = ogm.before_step(model, None, out, batch, {}, epoch=0)
-    assert info["ogm_score_text"] == pytest.approx(1.0)
-    assert info["ogm_score_audio"] == pytest.approx(0.5)
-    k = info["ogm_coeff_text"]
-    assert k == pytest.approx(1 - math.tanh(0.8 * (1.0 / ((0.5 + 1 / 3) / 2) - 1)))
-    assert k < 1 and info["ogm_coeff_audio"] == 1.0 and info["ogm_coeff_vision"] == 1.0
-    for name, p in model.named_parameters():
-        factor = k if name.startswith("encoders.text.") else 1.0
-        torch.testing.assert_close(p.grad, factor * grads[name])
-
-
-def test_ogm_noise_has_the_gradient_std():
-    model, grads, out, batch = ogm_setup(seed=1)
-    ogm = OGMGE(alpha=0.8, generator=torch.Generator().manual_seed(0))
-    info = ogm.before_step(model, None, out, batch, {}, epoch=0)
-    for name, p in model.named_parameters():
-        m = name.split(".")[1]
-        noise = p.grad - info[f"ogm_coeff_{m}"] * grads[name]
-        if p.numel() > 1000:   # weights (2500 entries): the sample std is within a few %
-            assert noise.std().item() == pytest.approx(grads[name].std().item(), rel=0.1)
-            assert abs(noise.mean().item()) < 0.1 * grads[name].std().item()
-    # reproducible with the same generator
-    model2, _, out2, batch2 = ogm_setup(seed=1)
-    again = OGMGE(alpha=0.8, generator=torch.Generator().manual_seed(0))
-    again.before_step(model2, None, out2, batch2, {}, 0)
-    for p, q in zip(model.parameters(), model2.parameters()):
-        assert torch.equal(p.grad, q.grad)
-
-
-def test_ogm_does_nothing_outside_its_window():
-    model, grads, out, batch = ogm_setup()
-    ogm = OGMGE(alpha=0.8, start=2, end=5)
-    assert [ogm.active(e) for e in range(7)] == [False, False, True, True, True, False, False]
-    for epoch in (0, 1, 5, 6):
-        assert ogm.before_step(model, None, out, batch, {}, epoch) == {}
-    for name, p in model.named_parameters():
-        assert torch.equal(p.grad, grads[name])
-    assert ogm.before_step(model, None, out, batch, {}, 2)["ogm_coeff_text"] < 1
-
-
-def test_ogm_classification_infers_task():
-    model, grads, _, _ = ogm_setup()
-    labels = torch.randint(0, 2, (4, 4))
-    onehot = torch.nn.functional.one_hot(labels, 2).float().reshape(4, 8) * 6  # confident, right
-    out = {"unimodal": {"text": onehot, "audio": torch.zeros(4, 8), "vision": -onehot}}
-    info = OGMGE(alpha=0.5, noise=False).before_step(model, None, out, {"label": labels}, {}, 0)
-    assert info["ogm_score_text"] > 0.99 and info["ogm_score_audio"] == pytest.approx(0.5)
-    assert info["ogm_coeff_text"] < 1 and info["ogm_coeff_audio"] == 1.0

@@ -268,7 +268,7 @@ def test_runs_not_in_the_params_are_not_read(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="pipeline.report.figures"):
         made = make_figures(_cfg(datasets=("mosi",), variants=("late_fusion",), seeds=(0,)))
     assert made == {}
-    assert caplog.text.count("skipping") == 4
+    assert caplog.text.count("skipping") == 5  # the four paper figures and the diagnostics
     assert not (tmp_path / "reports/figures").exists() or not any((tmp_path / "reports/figures").iterdir())
 
 

@@ -1,4 +1,4 @@
-"""MMPareto (pipeline/models/mmpareto.py): the per-encoder Pareto integration, the ordinary
+"""MMPareto (pipeline/balancers/mmpareto.py): the per-encoder Pareto integration, the ordinary
 gradient elsewhere, training, the epoch window, and the contract with the model's unimodal heads."""
 import copy
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pipeline.models.base import MultimodalModel, task_loss
-from pipeline.models.mmpareto import MMPareto, pareto_combine
+from pipeline.balancers.mmpareto import MMPareto, pareto_combine
 
 DIMS = {"text": 6, "audio": 4, "vision": 3}
 H = 5

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pipeline.models.balance import modulation, shapley_values, subset_utility
+from pipeline.balancers.sgm import modulation, shapley_values, subset_utility
 from pipeline.models.ot import cal_loss
 from pipeline.models.pase import PaSE
 

@@ -70,7 +70,8 @@ def test_only_late_fusion_figures_stage_and_report_still_work(tiny_project):
     assert not leftover.exists()
     assert (paths.REPORTS / "figures").is_dir() and not any((paths.REPORTS / "figures").iterdir())
     skipped = json.loads((paths.REPORTS / "plots" / "skipped.json").read_text())
-    assert set(skipped) == {"fig1_modality_gain", "fig3_tsne", "fig4_gates", "fig5_shapley"}
+    assert set(skipped) == {"fig1_modality_gain", "fig3_tsne", "fig4_gates", "fig5_shapley",
+                            "fig_diagnostics"}
     assert not (paths.REPORTS / "plots" / "gates.csv").exists()
     readme = (paths.REPORTS / "README.md").read_text()
     assert "Figure 3: t-SNE of the fused test representations: not drawn for this run set — " \

@@ -26,14 +26,12 @@ ALL_PASE = {"variants": ["pase", "pase-no_sgm", "late_fusion"]}
     # empty balancer windows
     ({"ogm": {"start_epoch": 3, "end_epoch": 2}}, ["ogm.end_epoch: 2", "ogm.start_epoch 3", "empty"]),
     ({"mmpareto": {"start_epoch": 5, "end_epoch": 1}}, ["mmpareto.end_epoch: 1", "empty"]),
-    ({"cp": {"start_epoch": 4, "end_epoch": 4}}, ["cp.end_epoch: 4", "cp.start_epoch 4", "empty"]),
+    ({"cp": {"start": 0.5, "end": 0.5}}, ["cp.end: 0.5", "cp.start 0.5", "empty"]),
     # windows past the last epoch, for the variant that uses them
     ({"variants": ["pase-ogm_ge"], "train": {"epochs": 5}, "ogm": {"start_epoch": 6}},
      ["ogm.start_epoch: 6", "train.epochs: 5", "'pase-ogm_ge'"]),
     ({"variants": ["pase-mmpareto"], "train": {"epochs": 5}, "mmpareto": {"start_epoch": 7}},
      ["mmpareto.start_epoch: 7", "'pase-mmpareto'"]),
-    ({"variants": ["cpsl"], "train": {"epochs": 5}, "cp": {"start_epoch": 5, "end_epoch": 50}},
-     ["cp.start_epoch: 5", "'cpsl'"]),
     # meaningless runs
     ({"train": {"lr": 0}}, ["train.lr: 0.0", "never change", "train.lr > 0"]),
     ({"seeds": [0, -1]}, ["seeds[1]: -1", "out of range", "4294967295"]),

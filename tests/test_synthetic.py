@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import SnrConfig, SyntheticConfig
-from pipeline.data.synthetic import LEXICON, generate, load_raw, save_raw, split_sizes
+from pipeline.data.synthetic import (LEXICON, generate, generate_with_latent, load_raw, oracle_scores,
+                                    save_raw, split_sizes)
 
 
 def pooled(feats):
@@ -40,7 +41,7 @@ def test_deterministic_and_shaped():
 
 
 def test_modalities_carry_signal_in_snr_order():
-    cfg = SyntheticConfig(scale=0.5, snr=SnrConfig(text=4.0, audio=1.0, vision=0.0))
+    cfg = SyntheticConfig(scale=0.5, kind="redundant", snr=SnrConfig(text=4.0, audio=1.0, vision=0.0))
     d = generate("mosi", cfg)
     y_tr, y_va = d["train"].labels, d["valid"].labels
     r2 = {m: r2_linear(pooled(getattr(d["train"], m)), y_tr, pooled(getattr(d["valid"], m)), y_va)
@@ -55,7 +56,7 @@ def test_modalities_carry_signal_in_snr_order():
 
 
 def test_iemocap_labels_and_signal():
-    d = generate("iemocap", SyntheticConfig(scale=0.3))
+    d = generate("iemocap", SyntheticConfig(scale=0.3, kind="redundant"))
     y = d["train"].labels
     assert y.shape[1] == 4 and (y.sum(1) == 1).all()
     X = pooled(d["train"].audio)
@@ -79,3 +80,34 @@ def test_unknown_dataset():
     from pipeline.errors import DataError
     with pytest.raises(DataError, match="unknown dataset"):
         generate("sims", SyntheticConfig())
+
+
+# ---- the complementary default: each modality its own part of the label, and the oracle
+
+def test_complementary_modalities_carry_what_the_others_lack():
+    cfg = SyntheticConfig(scale=0.5)
+    assert cfg.kind == "complementary"
+    d, lat = generate_with_latent("mosi", cfg)
+    y, obs = d["train"].labels, lat["train"]["obs"]
+    # audio's pooled features follow its own component, not text's
+    a = pooled(d["train"].audio)
+    w = np.linalg.lstsq(np.c_[a, np.ones(len(a))], obs["audio"][:, 0], rcond=None)[0]
+    proj = np.c_[a, np.ones(len(a))] @ w
+    assert np.corrcoef(proj, obs["audio"][:, 0])[0, 1] > 0.8
+    assert abs(np.corrcoef(proj, obs["text"][:, 0])[0, 1]) < 0.15
+    # every modality adds to the best achievable score: complementary, not copies
+    o = oracle_scores("mosi", cfg)
+    assert o["TAV"]["mae"] < min(o["TA"]["mae"], o["TV"]["mae"]) < o["T"]["mae"] < o["A"]["mae"]
+    assert o["TAV"]["corr"] > o["TA"]["corr"] > o["T"]["corr"]
+
+
+def test_iemocap_text_alone_is_far_from_saturation():
+    cfg = SyntheticConfig(scale=0.5)
+    o = oracle_scores("iemocap", cfg)
+    assert 0.6 < o["T"]["wa"] < 0.8  # text reads valence, barely arousal
+    assert o["TA"]["wa"] > o["T"]["wa"] + 0.1 and o["TAV"]["wa"] >= o["TA"]["wa"] - 0.01
+    d = generate("iemocap", cfg)
+    words = {w for ws in d["train"].words for w in ws}
+    assert words & {"glad", "furious", "lonely", "okay"}  # real emotion words for the text encoder
+    with pytest.raises(ValueError, match="complementary"):
+        oracle_scores("mosi", SyntheticConfig(scale=0.05, kind="redundant"))

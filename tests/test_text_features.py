@@ -166,3 +166,20 @@ def test_minilm_is_a_trained_model(minilm):
     assert pos_neg < 0.9  # a positive and a negative review differ
     # Trained weights put the paraphrase nearer than the opposite (random weights do not).
     assert pos_pos > pos_neg + 0.1
+
+
+def test_word_to_token_map_puts_each_word_row_on_its_sub_word_tokens(minilm):
+    """MAG-BERT's word-level rows reach every sub-word token of their word (not by position)."""
+    from pipeline.features.text import tokenize_with_word_ids
+    from pipeline.models.baselines.mag_bert import rows_to_tokens
+    words = [["unbelievably", "good", "cinematography"], ["ok"]]
+    ids, word_ids = tokenize_with_word_ids(minilm, words, 16)
+    np.testing.assert_array_equal(ids, tokenize_for_finetuning(minilm, words, 16))
+    pieces = [len(minilm.tokenizer.tokenize(w)) for w in words[0]]
+    assert max(pieces) > 1  # the case the positional fallback gets wrong
+    expected = [-1] + [k for k, n in enumerate(pieces) for _ in range(n)] + [-1]
+    assert word_ids[0, :len(expected)].tolist() == expected and (word_ids[0, len(expected):] == -1).all()
+    rows = torch.arange(1, 4, dtype=torch.float32).view(1, 3, 1).expand(2, 3, 1).clone()  # word k -> k+1
+    tok = rows_to_tokens(rows, torch.from_numpy(ids[:, 1]), torch.from_numpy(word_ids))
+    assert tok[0, 1:len(expected) - 1, 0].tolist() == [k + 1.0 for k in expected[1:-1]]
+    assert tok[0, 0, 0] == 0 and tok[0, len(expected) - 1, 0] == 0  # [CLS], [SEP]

@@ -130,6 +130,17 @@ def encode_words(encoder: TextEncoder, utterances: list[list[str]], max_words: i
 def tokenize_for_finetuning(encoder: TextEncoder, utterances: list[list[str]], max_tokens: int) -> np.ndarray:
     """Token ids for end-to-end fine-tuning, in MMSA's `text_bert` layout: (N, 3, max_tokens) int64
     holding input ids, attention mask and token type ids, truncated/padded to `max_tokens`."""
+    return tokenize_with_word_ids(encoder, utterances, max_tokens)[0]
+
+
+def tokenize_with_word_ids(encoder: TextEncoder, utterances: list[list[str]], max_tokens: int
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """`tokenize_for_finetuning`'s ids and, per token, the index of the word it belongs to
+    (N, max_tokens) int64, -1 for [CLS]/[SEP]/padding: the word-to-token map with which MAG-BERT
+    puts each word's audio/vision row on every sub-word token of that word (its original code)."""
     enc = encoder.tokenizer([list(u) for u in utterances], is_split_into_words=True, truncation=True,
                             max_length=max_tokens, padding="max_length", return_tensors="np")
-    return np.stack([enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]], axis=1).astype(np.int64)
+    ids = np.stack([enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]], axis=1).astype(np.int64)
+    word_ids = np.array([[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(utterances))],
+                        dtype=np.int64).reshape(len(utterances), -1)
+    return ids, word_ids

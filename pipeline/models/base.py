@@ -60,30 +60,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-class Balancer:
-    """A gradient-balancing method as an interchangeable part of the trainer (BalanceBenchmark's
-    shape). The trainer calls, every training step, after `loss.backward()` and before
-    `optimizer.step()`:
-
-        info = balancer.before_step(model, optimizer, out, batch, losses, epoch)
-
-    where `out` is the model's forward output, `losses` the dict of loss terms of this step and
-    `epoch` is 0-based. A balancer may rescale the `.grad` of `model.modality_parameters()[m]`
-    (OGM-GE, CP), or the learning rate of the optimizer's per-modality parameter groups (SGM; the
-    trainer builds one group per modality, named by `group["name"]`, plus "shared"). It returns a
-    dict of floats to log (coefficients, Shapley values...). `active(epoch)` says whether it acts
-    in that epoch (the trainer logs it).
-    """
-
-    name = "none"
-
-    def active(self, epoch: int) -> bool:
-        return False
-
-    def backward(self, model, losses: dict, epoch: int) -> None:
-        """Turn the step's loss terms into gradients. Methods that need per-term gradients
-        (MMPareto) override this; the trainer calls it only while `active(epoch)`."""
-        sum(losses.values()).backward()
-
-    def before_step(self, model, optimizer, out, batch, losses, epoch) -> dict[str, float]:
-        return {}
+# The balancer interface lives with the balancers (pipeline/balancers/); re-exported here.
+from pipeline.balancers.base import Balancer  # noqa: E402,F401

@@ -19,9 +19,15 @@ the choice is made here and listed in the README's "Method notes".
 - Heads (Eq. 14, 16): a regression output for MOSI/MOSEI (scored on a continuous scale), four
   two-way classifiers for IEMOCAP; the trainer owns the task loss.
 - L = L_task + mu * (sum_m alpha^m L_intra^m + L_inter) (Eq. 15, 17); alpha^m is the batch mean
-  of the per-sample weights, detached (a weighting, not a path for gradients).
+  of the per-sample weights. alpha is detached once, where it is made (a weighting, not a path
+  for gradients), so the gate (Eq. 12) and Eq. 17 treat it alike.
+- Ablations (Table 3) remove exactly the named component: "- PCL" computes no intra-class loss
+  (Eq. 3): no term, nothing in out["intra"], so SGM's utility reads CAL only; the running
+  prototypes (Eq. 1-2) stay, since CAL and the gate read them. "- CAL" computes no transport loss
+  and leaves out["inter"] out (SGM reads PCL only). "- PGF" removes the gates (entropy-weighted
+  concatenation); sum / concat / attention replace PGF by that fusion. "- SGM" keeps every loss.
 The per-modality intra losses and per-pair CAL losses are left in `out["intra"]`/`out["inter"]`
-for SGM (pipeline/models/balance.py), which needs nothing else to compute Shapley values.
+for SGM (pipeline/balancers/sgm.py), which needs nothing else to compute Shapley values.
 """
 from __future__ import annotations
 
@@ -95,7 +101,9 @@ class PaSE(MultimodalModel):
         q = {m: self.posterior(feats[m], protos[i]) for i, m in enumerate(self.modalities)}
         # Eq. 10-11, per sample: E = 1 - sum_k q log q; alpha = softmax over modalities.
         ent = torch.stack([1 - (q[m] * q[m].clamp_min(1e-12).log()).sum(-1) for m in self.modalities], 1)
-        alpha = ent.softmax(dim=1)  # (B, M)
+        # A weighting, not a path for gradients: detached here, so Eq. 12's gate, "- PGF"'s
+        # weighting and Eq. 17 all see the same constant alpha.
+        alpha = ent.softmax(dim=1).detach()  # (B, M)
         parts = []
         gates = {}
         for i, m in enumerate(self.modalities):
@@ -145,23 +153,28 @@ class PaSE(MultimodalModel):
             mom = torch.where(self.seen, torch.full_like(count, self.gamma), torch.zeros_like(count))
             upd = mom[:, None] * old + (1 - mom[:, None]) * mean
             protos[m] = torch.where(present[:, None], upd, old)
-            sim = F.cosine_similarity(feats[m][:, None, :], protos[m][None], dim=-1) / self.tau
-            sim = sim.masked_fill(~seen[None], float("-inf"))
-            intra[m] = F.cross_entropy(sim, cls)  # Eq. 3
+            if self.use_pcl:
+                sim = F.cosine_similarity(feats[m][:, None, :], protos[m][None], dim=-1) / self.tau
+                sim = sim.masked_fill(~seen[None], float("-inf"))
+                intra[m] = F.cross_entropy(sim, cls)  # Eq. 3
         inter = {}
-        if len(self.modalities) > 1:
+        if self.use_cal and len(self.modalities) > 1:
             for m, n in itertools.combinations(self.modalities, 2):
                 inter[frozenset((m, n))] = cal_loss(protos[m], protos[n], present=seen, **self.cal_kw)["total"]
         with torch.no_grad():  # keep the running prototypes for the next step and for inference
             for i, m in enumerate(self.modalities):
                 self.prototypes[i] = protos[m].detach()
             self.seen |= present
-        out["intra"], out["inter"] = intra, inter  # for SGM's utility (Eq. 19)
-        weights = out["alpha"].detach().mean(0)
+        # for SGM's utility (Eq. 19): only the components this variant has
+        if self.use_pcl:
+            out["intra"] = intra
+        if self.use_cal:
+            out["inter"] = inter  # {} for a single modality: no pair
+        weights = out["alpha"].mean(0)
         terms = {}
         if self.use_pcl:
             terms["pcl"] = self.mu * sum(weights[i] * intra[m] for i, m in enumerate(self.modalities))
-        if self.use_cal and inter:
+        if inter:
             terms["cal"] = self.mu * sum(inter.values())
         if self.aux is not None:
             uni = {m: task_loss(out["unimodal"][m], batch["label"], task) for m in self.modalities}

@@ -75,7 +75,8 @@ COMBO_COLOR = {"+A": "#2ca02c", "+V": "#ff7f0e", "+VA": "#9467bd"}
 GAIN_METRICS = {"mosi": (("f1_non0", "F1 (non0)"),), "mosei": (("f1_non0", "F1 (non0)"),),
                 "iemocap": (("mean_f1", "mean F1"), ("wa", "WA"))}
 FIGURES = {"fig1_modality_gain": "modality_gain.csv", "fig3_tsne": "tsne",
-           "fig4_gates": "gates.csv", "fig5_shapley": "shapley"}
+           "fig4_gates": "gates.csv", "fig5_shapley": "shapley",
+           "fig_diagnostics": "diagnostics.csv"}
 
 
 SKIPPED = "skipped.json"  # under reports/plots: {figure: why it was not drawn}, for the report
@@ -550,6 +551,46 @@ def shapley_figure(cfg: Config, fig_dir: Path, plot_dir: Path) -> dict[str, Path
 
 # ------------------------------------------------------------------ entry point
 
+def diagnostics_figure(cfg: Config, fig_dir: Path, plot_dir: Path) -> dict[str, Path]:
+    """Imbalance diagnostics (pipeline/report/diagnostics.py): per dataset, each diagnosed
+    model's encoder probes (bars, mean ± sd over seeds) and the unimodal models (dashed lines)."""
+    from pipeline.report import diagnostics as dg
+    variants = [v for v in dg.DIAGNOSED if v in cfg.variants]
+    rows = [r for ds in cfg.datasets for r in dg.collect(ds, variants, cfg.seeds)]
+    if not rows:
+        raise Skip("needs probe_features.npz of pase, pase-no_sgm, pase-ogm_ge, pase-mmpareto or "
+                   "cpsl runs")
+    df = pd.DataFrame(rows)
+    dss = list(dict.fromkeys(df["dataset"]))
+    fig = Figure(figsize=(4.2 * len(dss) + 1.0, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(dss), squeeze=False)[0]
+    mods = ["text", "audio", "vision"]
+    colors = {"text": "#1f77b4", "audio": "#2ca02c", "vision": "#ff7f0e"}
+    for ax, ds in zip(axes, dss):
+        d = df[df["dataset"] == ds]
+        vs = [v for v in variants if v in set(d["variant"])]
+        width = 0.8 / len(mods)
+        for j, m in enumerate(mods):
+            g = d[d["modality"] == m].groupby("variant")["probe"]
+            means = [g.mean().get(v, np.nan) for v in vs]
+            stds = [g.std().get(v, 0.0) if g.count().get(v, 0) > 1 else 0.0 for v in vs]
+            xs = np.arange(len(vs)) + (j - 1) * width
+            ax.bar(xs, means, width, yerr=stds, color=colors[m], label=f"{m} probe")
+            uni = d[d["modality"] == m]["unimodal"].dropna()
+            if len(uni):
+                ax.axhline(uni.mean(), color=colors[m], ls="--", lw=1)
+        ax.set_xticks(np.arange(len(vs)))
+        ax.set_xticklabels([VARIANT_NAME.get(v, v) for v in vs], rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(d["metric"].iloc[0])
+        ax.set_title(ds.upper(), fontsize=9)
+    axes[0].legend(fontsize=7)
+    synth = _synthetic(_load_runs(cfg, dss[0], variants[0])) if variants else True
+    png = _save(fig, fig_dir / "fig_diagnostics.png",
+                _title("Encoder probes (bars) vs unimodal models (dashed)", synth))
+    csv = _write_csv(df, plot_dir / "diagnostics.csv")
+    return {"fig_diagnostics": png, "diagnostics": csv}
+
+
 def make_figures(cfg: Config, out_dir: Path = paths.REPORTS) -> dict[str, Path]:
     """Draw every figure whose runs exist. Returns {name: path}: the PNGs as `fig1_modality_gain`,
     `fig3_tsne`, `fig4_gates`, `fig5_shapley`, and their data as `modality_gain` (CSV), `tsne`
@@ -564,7 +605,8 @@ def make_figures(cfg: Config, out_dir: Path = paths.REPORTS) -> dict[str, Path]:
     made: dict[str, Path] = {}
     skipped: dict[str, str] = {}
     for name, maker in (("fig1_modality_gain", modality_gain), ("fig3_tsne", tsne_figure),
-                        ("fig4_gates", gates_figure), ("fig5_shapley", shapley_figure)):
+                        ("fig4_gates", gates_figure), ("fig5_shapley", shapley_figure),
+                        ("fig_diagnostics", diagnostics_figure)):
         try:
             result = maker(cfg, fig_dir, plot_dir)
         except Skip as e:

@@ -208,7 +208,8 @@ class Table:
 
     @property
     def heading(self) -> str:
-        label = "Efficiency" if self.number == "E" else f"Table {self.number}"
+        label = {"E": "Efficiency", "O": "Oracle", "D": "Diagnostics"}.get(self.number,
+                                                                         f"Table {self.number}")
         return f"{label} — {SYNTHETIC_TITLE} — {self.title}" if self.synthetic else \
             f"{label} — {self.title}"
 
@@ -729,8 +730,10 @@ def _duration(m: float, s: float) -> str:
 
 
 def build_tables(runs: Runs, seeds: list[int], n_boot: int = 1000, boot_seed: int = 0) -> list[Table]:
+    from pipeline.report.diagnostics import oracle_table, probe_table
     b = Builder(runs, n_boot, boot_seed)
-    out = [f(b, seeds) for f in (table1, table2, table3, table4, efficiency)]
+    out = [f(b, seeds) for f in (table1, table2, table3, table4, efficiency, oracle_table,
+                                 probe_table)]
     return [t for t in out if t is not None]
 
 
@@ -832,7 +835,7 @@ def _csv_value(x):
     return x
 
 
-TABLE_NAMES = ("table1", "table2", "table3", "table4", "efficiency")
+TABLE_NAMES = ("table1", "table2", "table3", "table4", "efficiency", "oracle", "diagnostics")
 
 
 def write_tables(tables: list[Table], out_dir: Path) -> list[Path]:

@@ -24,8 +24,11 @@ BASELINES = {
 }
 # What a builder needs from the trainer beyond (dims, out_dim, hidden, dropout); "bert_if_finetuned":
 # the BERT to fine-tune when text.finetune is on (Self-MM, as MMSA's use_finetune; CP+SL).
+# "encoder": the sequence encoder kind of train.encoder, so that models built on the shared
+# per-modality encoders (pipeline/models/encoders.py) use PaSE's on every profile. TFN, LMF,
+# EF-LSTM and MulT keep their own published sub-networks: those are the methods compared.
 NEEDS = {
-    "self_mm": ("n_train", "bert_if_finetuned"),
+    "self_mm": ("n_train", "bert_if_finetuned", "encoder"),
     "mag_bert": ("bert",),
-    "cpsl": ("bert_if_finetuned",),
+    "cpsl": ("bert_if_finetuned", "encoder"),
 }

@@ -20,12 +20,12 @@ is attached with a forward hook on `bert.embeddings` or on `bert.encoder.layer[k
 code itself is not copied or changed. Word-aligned audio/vision reach token positions as follows:
 - exact: if the batch has `text_word_ids` (B, T) int64, token t takes the row of word
   `text_word_ids[t]` (-1 for [CLS]/[SEP]/padding: zero vector), i.e. every sub-word token of a word
-  repeats that word's vectors, as the original code does (`tokenize_for_finetuning` can produce it
-  from the fast tokenizer's `word_ids()`);
-- otherwise (our store has no word ids): by position, token t >= 1 takes word row t - 1 ([CLS] at
-  t = 0 gets zeros, and positions past the words and padding tokens get the zero padding rows).
-  This is exact when every word is one token and drifts by the number of extra sub-word pieces
-  before a token otherwise; documented, not hidden.
+  repeats that word's vectors, as the original code does. The embed stage writes this map
+  (`text_word_ids`, from the fast tokenizer's `word_ids()`, pipeline/features/text.py) for every
+  word-level source (synthetic, cmu, MMSA unaligned with raw text), and the trainer passes it;
+- otherwise (a source whose audio/vision are already at BERT token positions, MMSA's aligned
+  pickles, which get no word map): by position, token t >= 1 takes row t - 1 ([CLS] at t = 0 gets
+  zeros, and positions past the rows and padding tokens get the zero padding rows).
 In both cases tokens with attention mask 0 get zero vectors.
 
 Sizes: the MAG adds (2D + d_a + d_v + 2) * D + d_a * D + d_v * D parameters for BERT width D; head

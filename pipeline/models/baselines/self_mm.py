@@ -39,7 +39,8 @@ updated.
 Sizes: MMSA (MOSI) uses BERT-base text (768), audio/video LSTM outputs 16/32, post-fusion 128,
 post-text/audio/video 32/16/32. Here, scaled with `hidden` = h: every encoder outputs h,
 post-fusion h, post-unimodal h // 2 (= 32 at h = 64). At h = 64 with text 384 / audio 74 /
-vision 35 (cached-vector path): 283,262 parameters.
+vision 35 (cached-vector path): 120,638 parameters with the conv encoders (train.encoder: conv,
+the CPU default, as PaSE), 283,262 with BiLSTMs.
 
 Deviations, and why:
 - Shared project encoders (BiLSTM, LayerNorm'd input projection) replace MMSA's unidirectional
@@ -70,14 +71,16 @@ EPS = 1e-8
 class SelfMM(MultimodalModel):
     def __init__(self, dims: dict[str, int], n_train: int, hidden: int = 64, dropout: float = 0.1,
                  bert: nn.Module | None = None, warmup_epochs: int = 1, H: float = 3.0,
-                 exclude_zero: bool = True):
+                 exclude_zero: bool = True, encoder: str = "lstm"):
         super().__init__()
         self.modalities = ordered_modalities(dims, "Self-MM", minimum=1)
         if int(n_train) <= 0:
             raise ValueError(f"Self-MM: n_train (training samples) must be positive, got {n_train}")
         self.n_train, self.warmup_epochs = int(n_train), int(warmup_epochs)
         self.H, self.exclude_zero = float(H), bool(exclude_zero)
-        self.encoders = ModalityEncoders({m: dims[m] for m in self.modalities}, hidden, dropout, bert).encoders
+        # audio/vision (and frozen text) sequence encoders: train.encoder, as PaSE's (equal footing)
+        self.encoders = ModalityEncoders({m: dims[m] for m in self.modalities}, hidden, dropout, bert,
+                                         kind=encoder).encoders
         post_f, post_u = hidden, max(hidden // 2, 1)
         d_cat = hidden * len(self.modalities)
         self.fusion_1 = nn.Sequential(nn.Dropout(dropout), nn.Linear(d_cat, post_f), nn.ReLU())
@@ -205,7 +208,7 @@ class SelfMM(MultimodalModel):
 
 def build(dims: dict[str, int], out_dim: int, hidden: int = 64, dropout: float = 0.1, *,
           n_train: int | None = None, bert: nn.Module | None = None, warmup_epochs: int = 1,
-          H: float = 3.0, exclude_zero: bool = True) -> SelfMM:
+          H: float = 3.0, exclude_zero: bool = True, encoder: str = "lstm") -> SelfMM:
     """Self-MM for regression. `n_train`: size of the training split (the label buffers)."""
     if out_dim != 1:
         raise ValueError(f"Self-MM is a regression model (out_dim 1); got out_dim {out_dim} (IEMOCAP's "
@@ -215,4 +218,4 @@ def build(dims: dict[str, int], out_dim: int, hidden: int = 64, dropout: float =
         raise ValueError("Self-MM needs n_train= (the number of training samples) to size its per-sample "
                          "label buffers")
     return SelfMM(dims, n_train, hidden, dropout, bert=bert, warmup_epochs=warmup_epochs, H=H,
-                  exclude_zero=exclude_zero)
+                  exclude_zero=exclude_zero, encoder=encoder)

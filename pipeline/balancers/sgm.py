@@ -1,4 +1,4 @@
-"""Gradient balancing between modalities: exact Shapley values, SGM (PaSE) and OGM-GE.
+"""SGM, PaSE's balancer: exact Shapley values over modality subsets and the update modulation.
 
 SGM, Shapley-based Gradient Modulation (pase-paper.txt, "Modality Balance Optimization Phase")
 ----------------------------------------------------------------------------------------------
@@ -19,6 +19,10 @@ SGM, Shapley-based Gradient Modulation (pase-paper.txt, "Modality Balance Optimi
   Because Eq. 9 is a sum, L_inter^S grows with the number of pairs (3 pairs for the full set),
   which is followed as written.
   ρ is not given in the paper; 0.5 (equal weight) is the default here.
+- Ablations: SGM reads only the components the model has. "- PCL" (no intra-class loss): the
+  model computes no L_intra and u(S) = ρ / (1 + L_inter^S) (singletons 0); "- CAL": no L_inter
+  and u(S) = (1 - ρ) / (1 + L_intra^S). Only the ratios of ψ matter to φ (Eq. 20), so the dropped
+  part is not renormalised. With neither, SGM has nothing to read and refuses.
 - Eq. 20, normalisation and modulation:  ψ̃_m = ψ_m / Σ_k ψ_k,  φ_m = exp(ψ̃_min / ψ̃_m - 1).
   For positive ψ, φ ∈ (e^-1, 1]: the modality with the smallest contribution keeps its rate and
   stronger ones are damped (never by more than 1/e). The ratio is only meaningful for positive
@@ -34,24 +38,6 @@ SGM, Shapley-based Gradient Modulation (pase-paper.txt, "Modality Balance Optimi
   trainer with `enabled_from(epoch)` when phase 2 begins on a validation plateau; a call while it
   is still None logs one warning instead of failing silently); `reset` restores the base rates.
 - Optional `ema` smoothing of ψ across steps (default: none, the paper's per-step values).
-
-OGM-GE (Peng et al., "Balanced Multimodal Learning via On-the-fly Gradient Modulation", CVPR 2022)
----------------------------------------------------------------------------------------------------
-- Score of modality m on the batch, from its unimodal head (`out["unimodal"][m]`):
-  classification: the mean softmax probability of the true class (the paper's s_m); for IEMOCAP's
-  4 emotions x 2 outputs, per emotion then averaged. Regression (MOSI/MOSEI): the paper has no
-  regression form; we use s_m = 1 / (1 + mean |ŷ_m - y|), a positive score in (0, 1] that grows
-  as the unimodal MAE (the task's metric) falls, so the ratio below keeps its meaning.
-- Discrepancy ratio for M ≥ 2 modalities: ρ_m = s_m / mean_{k ≠ m} s_k (for two modalities this
-  is the paper's s_a / s_v).
-- Coefficient: k_m = 1 - tanh(α · (ρ_m - 1)) when ρ_m > 1, else 1 — the original's
-  1 - tanh(α · relu(ratio - 1)), written out; it is < 1 and decreasing in ρ_m for the dominant.
-- Each modality's encoder gradients (`model.modality_parameters()[m]`) become
-  g ← k_m · g + N(0, std(g)²) — the GE part, as in the original code: the noise std is that of the
-  gradient before scaling (plus 1e-8), and it is added to every modulated encoder's gradients,
-  including those with k_m = 1 (tensors with a single element have no std and get none).
-  `noise=False` turns it off; `generator` makes it reproducible apart from the global RNG.
-- Only inside the epoch window [start, end) (end None: to the last epoch).
 """
 from __future__ import annotations
 
@@ -62,7 +48,7 @@ from typing import Iterable
 
 import torch
 
-from .base import Balancer
+from .base import Balancer, reset_group_lr, scale_group_lr
 
 log = logging.getLogger(__name__)
 
@@ -105,26 +91,38 @@ def _value(x) -> float:
     return float(x.detach()) if torch.is_tensor(x) else float(x)
 
 
-def subset_utility(intra: dict, inter: dict, rho: float) -> dict[frozenset, float]:
-    """Eq. 19 for every subset of intra's modalities: {frozenset: u(S)}, u(∅) = 0.
+def subset_utility(intra: dict | None, inter: dict | None, rho: float,
+                   modalities: Iterable[str] | None = None) -> dict[frozenset, float]:
+    """Eq. 19 for every subset of the modalities: {frozenset: u(S)}, u(∅) = 0.
 
     intra: {m: intra-class loss (Eq. 3)}; inter: {frozenset({m, n}): CAL loss of the pair
     (Eq. 9's summand)}; floats or scalar tensors (read as floats: no graph is kept).
     Singletons earn no inter-modal term: u({m}) = (1 - ρ) / (1 + L_intra^m) (module doc).
+    An ablated component is None and its part of u is dropped (module doc, "Ablations").
+    modalities: default intra's keys (or the pairs' members when intra is None).
     """
     if not 0.0 <= rho <= 1.0:
         raise ValueError(f"subset_utility: rho must be in [0, 1], got {rho}")
-    mods = list(intra)
-    intra = {m: _value(v) for m, v in intra.items()}
-    inter = {frozenset(p): _value(v) for p, v in inter.items()}
+    if intra is None and inter is None:
+        raise KeyError("subset_utility: neither intra-class (PCL) nor inter-modal (CAL) losses: "
+                       "SGM's utility (Eq. 19) has nothing to read")
+    if modalities is not None:
+        mods = list(modalities)
+    elif intra is not None:
+        mods = list(intra)
+    else:
+        mods = sorted({m for p in inter for m in p})
+    intra = None if intra is None else {m: _value(v) for m, v in intra.items()}
+    inter = None if inter is None else {frozenset(p): _value(v) for p, v in inter.items()}
     table = {}
     for S in subsets(mods):
         if not S:
             table[S] = 0.0
             continue
-        l_intra = sum(intra[m] for m in S) / len(S)
-        u = (1.0 - rho) / (1.0 + l_intra)
-        if len(S) >= 2:
+        u = 0.0
+        if intra is not None:
+            u += (1.0 - rho) / (1.0 + sum(intra[m] for m in S) / len(S))
+        if inter is not None and len(S) >= 2:
             pairs = [frozenset(p) for p in combinations(sorted(S), 2)]
             missing = [sorted(p) for p in pairs if p not in inter]
             if missing:
@@ -189,16 +187,16 @@ class SGM(Balancer):
     def reset(self, optimizer) -> None:
         """Every group back to its base learning rate (the ψ smoothing is kept: the trainer
         resets after every epoch so that validation and checkpoints see the base rates)."""
-        for group in optimizer.param_groups:
-            group["lr"] = group.setdefault("base_lr", group["lr"])
+        reset_group_lr(optimizer)
 
     def shapley(self, out: dict) -> dict[str, float]:
         """ψ from the loss terms the model put in `out` (no forward pass)."""
-        if "intra" not in out or "inter" not in out:
-            raise KeyError("SGM needs the model's out['intra'] = {modality: loss} and "
+        if "intra" not in out and "inter" not in out:
+            raise KeyError("SGM needs the model's out['intra'] = {modality: loss} and/or "
                            "out['inter'] = {frozenset({m, n}): loss} (PaSE provides them)")
-        table = subset_utility(out["intra"], out["inter"], self.rho)
-        return shapley_values(table, list(out["intra"]))
+        mods = list(out["features"]) if "features" in out else None
+        table = subset_utility(out.get("intra"), out.get("inter"), self.rho, mods)
+        return shapley_values(table, mods or [m for S in table for m in S if len(S) == 1])
 
     def before_step(self, model, optimizer, out, batch, losses, epoch) -> dict[str, float]:
         if not self.active(epoch):
@@ -217,96 +215,9 @@ class SGM(Balancer):
                                              for m, v in psi.items()}
             self._psi_ema = used
         phi = modulation(used, self.eps)
-        for group in optimizer.param_groups:
-            base = group.setdefault("base_lr", group["lr"])
-            # groups that are not a modality's ("shared") keep the base rate
-            group["lr"] = base * phi.get(group.get("name"), 1.0)
+        scale_group_lr(optimizer, phi)  # groups that are not a modality's ("shared") keep the base
         info = {f"shapley_{m}": v for m, v in psi.items()}
         if self.ema is not None:
             info.update({f"shapley_ema_{m}": v for m, v in used.items()})
         info.update({f"phi_{m}": v for m, v in phi.items()})
-        return info
-
-
-# --------------------------------------------------------------------------- OGM-GE
-
-def unimodal_score(pred: torch.Tensor, label: torch.Tensor, task: str) -> float:
-    """Per-batch performance of one unimodal head, positive (see module doc).
-
-    classification: mean softmax probability of the true class; `pred` (B, C) with integer
-    labels (B,), or (B, E·C) with labels (B, E) for E binary/multi-class tasks (IEMOCAP: E = 4,
-    C = 2). regression: 1 / (1 + mean |pred - y|).
-    """
-    pred = pred.detach()
-    if task == "regression":
-        mae = (pred.reshape(-1) - label.reshape(-1).to(pred.dtype)).abs().mean()
-        return float(1.0 / (1.0 + mae))
-    label = label.long()
-    if label.dim() == 1:
-        logits = pred.reshape(label.shape[0], 1, -1)
-        label = label[:, None]
-    else:
-        logits = pred.reshape(label.shape[0], label.shape[1], -1)
-    prob = logits.softmax(-1).gather(-1, label[..., None])
-    return float(prob.mean())
-
-
-class OGMGE(Balancer):
-    """On-the-fly Gradient Modulation with Generalisation Enhancement, M modalities.
-
-    alpha: the tanh slope. start, end: the epoch window [start, end) (end None: no end).
-    task: "regression" or "classification" (None: regression when the unimodal outputs have one
-    column). noise: add the GE noise. generator: a torch.Generator for the noise (None: global RNG).
-    """
-
-    name = "ogm_ge"
-
-    def __init__(self, alpha: float = 0.1, start: int = 0, end: int | None = None,
-                 task: str | None = None, noise: bool = True,
-                 generator: torch.Generator | None = None):
-        if task not in (None, "regression", "classification"):
-            raise ValueError(f"OGMGE: task must be 'regression' or 'classification', got {task!r}")
-        self.alpha, self.start, self.end = alpha, start, end
-        self.task, self.noise, self.generator = task, noise, generator
-
-    def active(self, epoch: int) -> bool:
-        return epoch >= self.start and (self.end is None or epoch < self.end)
-
-    def coefficients(self, scores: dict[str, float]) -> dict[str, float]:
-        """k_m = 1 - tanh(α (ρ_m - 1)) for ρ_m = s_m / mean_{k≠m} s_k > 1, else 1."""
-        coeff = {}
-        for m, s in scores.items():
-            others = [v for n, v in scores.items() if n != m]
-            ratio = s / max(sum(others) / len(others), 1e-12) if others else 1.0
-            coeff[m] = 1.0 - math.tanh(self.alpha * (ratio - 1.0)) if ratio > 1.0 else 1.0
-        return coeff
-
-    def before_step(self, model, optimizer, out, batch, losses, epoch) -> dict[str, float]:
-        if not self.active(epoch):
-            return {}
-        if "unimodal" not in out:
-            raise KeyError("OGM-GE needs the model's unimodal predictions out['unimodal']")
-        unimodal = out["unimodal"]
-        params = model.modality_parameters()
-        task = self.task
-        if task is None:
-            first = next(iter(unimodal.values()))
-            task = "regression" if first.shape[-1] == 1 else "classification"
-        scores = {m: unimodal_score(unimodal[m], batch["label"], task) for m in unimodal}
-        coeff = self.coefficients(scores)
-        with torch.no_grad():
-            for m, k in coeff.items():
-                for p in params.get(m, []):
-                    if p.grad is None:
-                        continue
-                    std = p.grad.std() if p.grad.numel() > 1 else None  # of the unscaled gradient
-                    p.grad.mul_(k)
-                    if self.noise and std is not None:
-                        # drawn where the generator lives (a CPU generator for a GPU model too)
-                        dev = self.generator.device if self.generator is not None else p.grad.device
-                        noise = torch.randn(p.grad.shape, generator=self.generator,
-                                            dtype=p.grad.dtype, device=dev)
-                        p.grad.add_(noise.to(p.grad.device) * (std + 1e-8))
-        info = {f"ogm_coeff_{m}": k for m, k in coeff.items()}
-        info.update({f"ogm_score_{m}": s for m, s in scores.items()})
         return info
