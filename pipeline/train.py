@@ -375,7 +375,15 @@ def open_curves(path: Path):
     and no summary metrics.json (the run folder's metrics.json is the summary; a JSON file inside
     the declared plots directory would be read as a plot)."""
     from dvclive import Live
-    return Live(dir=str(path), save_dvc_exp=False, dvcyaml=None, report=None)
+
+    class Curves(Live):
+        def _init_dvc(self):
+            """dvclive opens the DVC repository here (git and DVC state: ~0.1 s a seed, and
+            the import of dvc.repo once a process) for experiment names, dvc.yaml and saving
+            experiments, none of which this logger does (save_dvc_exp=False, dvcyaml=None);
+            the TSVs it writes are the same without it (tests/test_workers.py, test_experience)."""
+
+    return Curves(dir=str(path), save_dvc_exp=False, dvcyaml=None, report=None)
 
 
 def close_curves(live) -> None:
