@@ -409,10 +409,12 @@ def save_model(path: Path, model: nn.Module, cfg: Config, *, key: str, **meta) -
     """Keep the selected (best-validation) model of a seed in its run folder, a DVC output, with
     what `python -m pipeline predict` needs to rebuild it: the effective config, the input sizes,
     the task and the fingerprint (`key`) and files of the inputs it was trained on."""
-    with atomic_path(path) as tmp:
-        config = json.loads(json.dumps(as_dict(cfg)))  # plain data (no ReadGuard) for weights_only
+    config = json.loads(json.dumps(as_dict(cfg)))  # plain data (no ReadGuard) for weights_only
+    # a file object, not the temporary path: torch names the zip's records after a path, which
+    # would make two runs' model.pt differ by the random temporary name
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save({"format": MODEL_FORMAT, "config": config, "fingerprint": key, **meta,
-                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
+                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, f)
 
 
 def _write_predictions(path: Path, data: StoreDataset, outputs: np.ndarray, labels: np.ndarray, task: str):
