@@ -67,12 +67,26 @@ def snapshot(work: Path, name: str) -> Path:
     return dst
 
 
+TIMING = ("timing.json", "efficiency.csv", "efficiency.md", "efficiency.tex")  # wall times
+
+
 def same_outputs(a: Path, b: Path) -> list[str]:
-    """Files that differ between the two runs: timing.json (wall time) and model.pt excepted
-    (its zip archive's records differ; the tensors and metadata are equal)."""
+    """Files that differ between the two runs, the timing files and tables excepted (and in
+    reports/README.md the lines of the efficiency table it embeds)."""
     diff = []
     for f in sorted(a.rglob("*")):
-        if f.is_file() and f.name not in ("timing.json", "model.pt"):
+        if f.is_file() and f.name == "README.md" and f.parent.name == "reports":
+            g = b / f.relative_to(a)
+            timing = set()
+            for t in (a, b):
+                timing |= set((t / "reports/tables/efficiency.md").read_text().splitlines()) \
+                    if (t / "reports/tables/efficiency.md").exists() else set()
+
+            def keep(t):
+                return [line for line in t.read_text().splitlines() if line not in timing]
+            if keep(f) != keep(g):
+                diff.append(str(f.relative_to(a)))
+        elif f.is_file() and f.name not in TIMING:
             g = b / f.relative_to(a)
             if not g.exists() or not filecmp.cmp(f, g, shallow=False):
                 diff.append(str(f.relative_to(a)))
