@@ -227,7 +227,7 @@ def concurrent(cfg, cells, measured: dict | None, floor: dict, peak_mib: dict, g
         by_ds[cell[0]] = by_ds.get(cell[0], 0.0) + h
     return {"gpu_hours": round(hours, 1), "by_dataset": {k: round(v, 1) for k, v in by_ds.items()},
             "concurrent_seeds_per_method": fits, "gpu_memory_mib": gpu_mib,
-            "assumption": concurrent.__doc__.split("Assumption: ")[1].split(":")[0].strip()}
+            "assumption": " ".join(concurrent.__doc__.split("Assumption: ")[1].split(":")[0].split())}
 
 
 def one_pase_training(cfg, per_sample: dict) -> float:
