@@ -1,9 +1,12 @@
 """Run every benchmark and gather the numbers in reports/bench.json (README "Performance").
 
     python benchmarks/run_all.py [--quick] [--repro-seconds S] [--repro-peak-mib M]
+                                 [--repro-cpu-percent P]
 
 - alignment vs mmsdk (bench_align.py), data loading vs a training step (bench_loader.py),
   a phase-2 (SGM) step vs a phase-1 step (bench_sgm.py): each in its own process;
+- the whole run, serial vs parallel seeds (bench_repro.py: `dvc repro` of the training part of
+  one dataset x 4 variants with `train.workers: 1` and with the default, in a scratch clone);
 - the experiment matrix: training seconds per run, read from every run's timing.json under
   data/runs/ (so run `dvc repro` first), and the wall time / peak memory of the whole `dvc repro`
   when given (measure them with `/usr/bin/time -v dvc repro --force`).
@@ -49,6 +52,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repro-seconds", type=float, default=None)
     ap.add_argument("--repro-peak-mib", type=float, default=None)
+    ap.add_argument("--repro-cpu-percent", type=float, default=None,
+                    help="`Percent of CPU this job got` of /usr/bin/time -v dvc repro")
     args = ap.parse_args(argv)
     tmp = args.out.parent
     quick_align = ["--videos", "10", "--seconds", "30"] if args.quick else []
@@ -60,10 +65,14 @@ def main(argv=None) -> dict:
         "alignment": run("bench_align.py", tmp / "bench_align.json", *quick_align),
         "loader": run("bench_loader.py", tmp / "bench_loader.json", *quick_loader),
         "sgm_step": run("bench_sgm.py", tmp / "bench_sgm.json", *quick_sgm),
+        "whole_run": run("bench_repro.py", tmp / "bench_repro.json",
+                         *(["--variants", "late_fusion", "pase"] if args.quick else [])),
         "matrix": matrix_timing(REPO / "data" / "runs"),
     }
     if args.repro_seconds is not None:
         result["matrix"]["dvc_repro_wall_seconds"] = args.repro_seconds
+    if args.repro_cpu_percent is not None:
+        result["matrix"]["dvc_repro_cpu_percent"] = args.repro_cpu_percent
     if args.repro_peak_mib is not None:
         result["matrix"]["dvc_repro_peak_mib"] = args.repro_peak_mib
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -3,6 +3,7 @@
     python -m pipeline download --dataset mosi
     python -m pipeline align    --dataset mosi
     python -m pipeline embed    --dataset mosi
+    python -m pipeline configure
     python -m pipeline train    --dataset mosi --variant late_fusion
     python -m pipeline figures
     python -m pipeline report
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
                        ("embed", "encode the text once into data/embedded/<dataset>.h5")]:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--dataset", required=True, choices=DATASETS)
+    text = "write each dataset x variant's effective config to data/configs (what its train stage depends on)"
+    sub.add_parser("configure", help=text, description=text)
     p = sub.add_parser("train", help="train one variant over every seed in params.yaml",
                        description="train one variant over every seed in params.yaml")
     p.add_argument("--dataset", required=True, choices=DATASETS)
@@ -87,8 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.stage == "embed":
             from pipeline.stages import embed
             embed(cfg, args.dataset)
+        elif args.stage == "configure":
+            from pipeline.effective import configure
+            configure(cfg)
         elif args.stage == "train":
+            from pipeline.effective import check_file
             from pipeline.train import train_variant
+            from pipeline.variants import variant_config
+            # the stage depends on data/configs/<dataset>/<variant>.json: it must be what runs
+            check_file(variant_config(cfg, args.variant, args.dataset), args.dataset, args.variant)
             train_variant(cfg, args.dataset, args.variant)
         elif args.stage == "figures":
             from pipeline.report.figures import make_figures

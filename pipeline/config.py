@@ -8,6 +8,7 @@ what is allowed: this is what a user sees after a typo in `dvc exp run -S key=va
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
@@ -133,6 +134,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision (bfloat16 autocast) when training on a GPU; ignored on CPU
     num_threads: int = _range(0, default=1)  # torch CPU threads; 0 = torch's default
+    # seeds trained at once, each in its own process (null: pipeline/train.py default_workers);
+    # outputs are byte-identical for any value, so it is no dependency of a run (effective.py)
+    workers: int | None = _range(1, default=None)
     lr_parts: PartsConfig = field(default_factory=PartsConfig)  # per-part learning rates
     weight_decay_parts: PartsConfig = field(default_factory=PartsConfig)  # per-part weight decay
     grad_clip: float | None = _range(0.0, default=None)  # None: no clipping
@@ -352,8 +356,13 @@ def _convert(value: Any, tp, key: str):
     raise TypeError(f"unsupported annotation {tp} for {key}")
 
 
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)  # slow (evaluates every annotation): once per class
+
+
 def _build(cls, raw: dict, prefix: str = ""):
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for k in raw:
         if k not in fields:

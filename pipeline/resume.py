@@ -40,7 +40,7 @@ from pipeline.data.store import _raise_if_disk_full, atomic_path, remove_temp_fi
 log = logging.getLogger(__name__)
 
 # The train stage's code deps in dvc.yaml (tests/test_reliability_resume.py checks they agree).
-CODE_DEPS = ("pipeline/train.py", "pipeline/resume.py", "pipeline/variants.py",
+CODE_DEPS = ("pipeline/train.py", "pipeline/resume.py", "pipeline/effective.py", "pipeline/variants.py",
              "pipeline/config.py", "pipeline/profiles.py", "pipeline/method_settings.py",
              "pipeline/precision.py", "pipeline/models", "pipeline/balancers",
              "pipeline/metrics.py",

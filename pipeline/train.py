@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -31,7 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import paths, resume
+from pipeline import effective, paths, resume
 from pipeline.config import Config, as_dict
 from pipeline.data.schema import IEMOCAP_EMOTIONS
 from pipeline.data.store import (StoreDataset, atomic_path, read_attrs, read_strings, verify_inputs,
@@ -224,7 +226,7 @@ def _has_text_key(text_file: Path, key: str) -> bool:
 
 
 def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
-               notes: tuple[str, ...] = ()) -> dict:
+               notes: tuple[str, ...] = (), progress: bool | None = None) -> dict:
     """Train one seed; write metrics.json, predictions.csv and history to `out`, the per-epoch
     curves to data/curves/ (dvclive; `dvc plots show`)."""
     tcfg = cfg.train
@@ -248,8 +250,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
     optim = torch.optim.Adam(param_groups(model, tcfg.lr, tcfg.weight_decay, tcfg.lr_parts,
                                           tcfg.weight_decay_parts), lr=tcfg.lr)
     balancer = build_balancer(cfg, task)
-    from pipeline.balancers.sgm import SGM
-    monitor = SGM(rho=cfg.sgm.rho)  # computes Shapley values for the logs, changes nothing
+    monitor = None  # SGM computing Shapley values for the logs (PaSE models), changes nothing
 
     # same code, parameters and inputs, or not resumed
     ckpt_dir = resume.seed_folder(resume.run_record(cfg, dataset, variant), seed)
@@ -271,7 +272,8 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
 
     started = time.perf_counter()
     epochs = tqdm(range(state["epoch"], tcfg.epochs), desc=f"{dataset}/{variant} seed {seed}",
-                  initial=state["epoch"], total=tcfg.epochs, disable=None)
+                  initial=state["epoch"], total=tcfg.epochs,
+                  disable=None if progress is None else not progress)
     for epoch in epochs:
         if tcfg.early_stop and state["since_best"] >= tcfg.early_stop:
             log.info("%s/%s seed %d: early stop after epoch %d (%d epochs without a better "
@@ -305,6 +307,9 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
             if ("intra" in out_ or "inter" in out_) and not any(k.startswith("shapley_") for k in info):
                 # Contributions are logged in every phase and variant (Figure 5 compares runs
                 # with and without SGM); they are loss values the step already has.
+                if monitor is None:
+                    from pipeline.balancers.sgm import SGM
+                    monitor = SGM(rho=cfg.sgm.rho)
                 info.update({f"shapley_{m}": v for m, v in monitor.shapley(out_).items()})
             clip_gradients(model, tcfg)
             optim.step()
@@ -392,7 +397,15 @@ def open_curves(path: Path):
     and no summary metrics.json (the run folder's metrics.json is the summary; a JSON file inside
     the declared plots directory would be read as a plot)."""
     from dvclive import Live
-    return Live(dir=str(path), save_dvc_exp=False, dvcyaml=None, report=None)
+
+    class Curves(Live):
+        def _init_dvc(self):
+            """dvclive opens the DVC repository here (git and DVC state: ~0.1 s a seed, and
+            the import of dvc.repo once a process) for experiment names, dvc.yaml and saving
+            experiments, none of which this logger does (save_dvc_exp=False, dvcyaml=None);
+            the TSVs it writes are the same without it (tests/test_workers.py, test_experience)."""
+
+    return Curves(dir=str(path), save_dvc_exp=False, dvcyaml=None, report=None)
 
 
 def close_curves(live) -> None:
@@ -418,10 +431,11 @@ def save_model(path: Path, model: nn.Module, cfg: Config, *, key: str, **meta) -
     """Keep the selected (best-validation) model of a seed in its run folder, a DVC output, with
     what `python -m pipeline predict` needs to rebuild it: the effective config, the input sizes,
     the task and the fingerprint (`key`) and files of the inputs it was trained on."""
-    # through a file object: torch names the archive's root folder after a path, and the
-    # temporary path is random, so the bytes would differ from run to run
+    config = json.loads(json.dumps(as_dict(cfg)))  # plain data (no ReadGuard) for weights_only
+    # a file object, not the temporary path: torch names the zip's records after a path, which
+    # would make two runs' model.pt differ by the random temporary name
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save({"format": MODEL_FORMAT, "config": as_dict(cfg), "fingerprint": key, **meta,
+        torch.save({"format": MODEL_FORMAT, "config": config, "fingerprint": key, **meta,
                     "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, f)
 
 
@@ -447,6 +461,7 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
     verify_inputs(paths.aligned_store(dataset), paths.text_features(dataset))  # checksums
     reason = not_applicable(variant, read_attrs(paths.aligned_store(dataset))["task"])
     vcfg, note = text_rule(vcfg, dataset)
+    vcfg = effective.guarded(vcfg, effective.read_by(vcfg))  # reading anything else stops the run
     from pipeline.models.baselines import NEEDS
     if note and "bert" in NEEDS.get(vcfg.model, ()):
         reason = reason or (f"{vcfg.model} fine-tunes BERT's layers and {dataset}'s source has no "
@@ -465,12 +480,69 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
         return results
     if note:
         log.warning("%s", note)
-    results = [_finished_seed(vcfg, dataset, variant, s)
-               or train_seed(vcfg, dataset, variant, s, paths.seed_dir(dataset, variant, s),
-                             notes=(note,) if note else ())
-               for s in vcfg.seeds]
+    workers = vcfg.train.workers or default_workers(vcfg)
+    # workers only schedules the seeds: no output may depend on it (model.pt, metrics.json)
+    vcfg = dataclasses.replace(vcfg, train=dataclasses.replace(vcfg.train, workers=None))
+    results = {s: _finished_seed(vcfg, dataset, variant, s) for s in vcfg.seeds}
+    todo = [s for s in vcfg.seeds if results[s] is None]
+    notes = (note,) if note else ()
+    if min(workers, len(todo)) <= 1:
+        for s in todo:
+            results[s] = train_seed(vcfg, dataset, variant, s, paths.seed_dir(dataset, variant, s),
+                                    notes=notes)
+    else:
+        results.update(_train_seeds_in_processes(vcfg, dataset, variant, todo, notes,
+                                                 min(workers, len(todo))))
     resume.clean(dataset, variant)  # every seed is in the outputs now
-    return results
+    return [results[s] for s in vcfg.seeds]
+
+
+def default_workers(cfg: Config) -> int:
+    """train.workers: null. On CPU, the usable cores (each seed process runs num_threads torch
+    threads, 1 by default). On a GPU, one process per usable core as well: each process needs a
+    core to feed its card, and the CPU profile's models take a few hundred MiB each, so cores run
+    out long before GPU memory (benchmarks/bench_gpu.py projects a paper-size run's memory; set
+    train.workers where that says fewer fit)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def _train_seeds_in_processes(cfg: Config, dataset: str, variant: str, seeds: list[int],
+                              notes: tuple[str, ...], workers: int) -> dict[int, dict]:
+    """Each seed in its own process, at most `workers` at a time; nothing carries over between
+    seeds (as in the serial loop, after seed_everything). On a Linux CPU run the processes are
+    forked: torch is imported already and the parent has run no torch op (no thread pool to
+    inherit), so a worker starts in milliseconds instead of the seconds a fresh interpreter's
+    imports take; elsewhere (CUDA, macOS, Windows) they are spawned. Each keeps its own checkpoint
+    and finished-seed copy, so a killed stage resumes per seed."""
+    import multiprocessing
+    import sys
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    log.info("%s/%s: seeds %s in %d processes (train.workers)", dataset, variant,
+             ", ".join(map(str, seeds)), workers)
+    level = logging.getLogger().getEffectiveLevel()
+    fork = sys.platform == "linux" and resolve_device(cfg.train.device).type == "cpu"
+    context = multiprocessing.get_context("fork" if fork else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {pool.submit(_seed_process, cfg, dataset, variant, s, notes, level): s for s in seeds}
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in pending:
+            f.cancel()  # a failed seed stops the stage; running seeds finish and keep their records
+        return {futures[f]: f.result() for f in futures if f in done or f.done()}
+
+
+def _seed_process(cfg: Config, dataset: str, variant: str, seed: int, notes: tuple[str, ...],
+                  level: int) -> dict:
+    """One seed in a worker process; its log lines carry the seed, epochs log one line each."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{dataset}/{variant} "
+                            f"seed {seed}] %(name)s: %(message)s")
+    else:
+        for h in root.handlers:
+            h.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{dataset}/{variant} "
+                                             f"seed {seed}] %(name)s: %(message)s"))
+    return train_seed(cfg, dataset, variant, seed, paths.seed_dir(dataset, variant, seed),
+                      notes=notes, progress=False)
 
 
 def _finished_seed(cfg: Config, dataset: str, variant: str, seed: int) -> dict | None:

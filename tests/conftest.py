@@ -18,7 +18,8 @@ TINY_PARAMS = {
     "synthetic": {"scale": 0.02},
     "data": {d: {"synthetic_scale": None} for d in ("mosi", "mosei", "iemocap")},
     "text": {"encoder": "tiny-random-bert", "max_tokens": 16},
-    "train": {"epochs": 3, "batch_size": 16, "hidden": 16, "device": "cpu"},
+    # workers 1: tests patch train functions in-process; tests/test_workers.py runs seeds in parallel
+    "train": {"epochs": 3, "batch_size": 16, "hidden": 16, "device": "cpu", "workers": 1},
     "sgm": {"start_epoch": 2},  # within the 3 epochs: SGM acts (config_checks refuses otherwise)
 }
 

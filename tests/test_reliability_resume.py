@@ -77,6 +77,8 @@ def test_changed_model_code_is_not_resumed(tiny_project, tmp_path):
     shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, PIPELINE_LOG="INFO", PYTHONPATH=str(tmp_path))
     ckpts = tmp_path / "data" / "checkpoints"
+    subprocess.run([sys.executable, "-m", "pipeline", "configure"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)  # the train command checks data/configs (as under DVC)
     _run_cli(tmp_path, env, kill_when=lambda: any(ckpts.glob("*/last.pt")))
     (old,) = [p.parent for p in ckpts.glob("*/last.pt")]
     model = tmp_path / "pipeline" / "models" / "late_fusion.py"

@@ -1,0 +1,130 @@
+"""Whole-run benchmark: the training part of `dvc repro` with seeds one after another
+(`train.workers: 1`) and in parallel (`train.workers: null`, the usable cores), in one run.
+
+    python benchmarks/bench_repro.py OUT.json [--dataset mosi] [--variants pase late_fusion ...]
+
+A scratch `git clone` of this repository (committed files only) with the default params.yaml
+except `datasets` and `variants`; its data stages run first (untimed), then `dvc repro --force
+--downstream configure` (configure, every train stage, figures, report) once per setting. Wall time,
+CPU percentage ((user + sys) / wall, all child processes) and the peak resident memory of one
+process come from the operating system (getrusage), as `/usr/bin/time -v` reports them. The two
+runs must give byte-identical run outputs (timing.json excepted) and reports; `identical` says so.
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+           PIPELINE_LOG="WARNING", PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+
+
+def sh(cmd, cwd) -> None:
+    p = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"{cmd} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+
+
+def set_params(work: Path, **top) -> None:
+    import yaml
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    for k, v in top.items():
+        if k == "workers":
+            params["train"]["workers"] = v
+        else:
+            params[k] = v
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def timed_repro(work: Path) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    sh(["dvc", "repro", "--force", "--downstream", "configure"], work)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_seconds": round(wall, 2), "cpu_percent": round(100 * cpu / wall, 1),
+            "peak_rss_mib_any_process": round(after.ru_maxrss / 1024, 1)}
+
+
+def snapshot(work: Path, name: str) -> Path:
+    dst = work.parent / name
+    dst.mkdir()
+    for part in ("data/runs", "data/curves", "reports"):
+        subprocess.run(["cp", "-r", str(work / part), str(dst / Path(part).name)], check=True)
+    return dst
+
+
+TIMING = ("timing.json", "efficiency.csv", "efficiency.md", "efficiency.tex")  # wall times
+
+
+def same_outputs(a: Path, b: Path) -> list[str]:
+    """Files that differ between the two runs, the timing files and tables excepted (and in
+    reports/README.md the lines of the efficiency table it embeds)."""
+    diff = []
+    for f in sorted(a.rglob("*")):
+        if f.is_file() and f.name == "README.md" and f.parent.name == "reports":
+            g = b / f.relative_to(a)
+            timing = set()
+            for t in (a, b):
+                timing |= set((t / "reports/tables/efficiency.md").read_text().splitlines()) \
+                    if (t / "reports/tables/efficiency.md").exists() else set()
+
+            def keep(t):
+                return [line for line in t.read_text().splitlines() if line not in timing]
+            if keep(f) != keep(g):
+                diff.append(str(f.relative_to(a)))
+        elif f.is_file() and f.name not in TIMING:
+            g = b / f.relative_to(a)
+            if not g.exists() or not filecmp.cmp(f, g, shallow=False):
+                diff.append(str(f.relative_to(a)))
+    return diff
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--dataset", default="mosi")
+    ap.add_argument("--variants", nargs="+", default=["pase", "pase-ogm_ge", "late_fusion", "tfn"])
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench_repro_") as tmp:
+        work = Path(tmp) / "repo"
+        sh(["git", "clone", "-q", str(REPO), str(work)], tmp)
+        for ds in ("mosi", "mosei", "iemocap"):  # data/user/<ds>/ (kept by .gitkeep files)
+            (work / "data" / "user" / ds).mkdir(parents=True, exist_ok=True)
+        set_params(work, datasets=[args.dataset], variants=args.variants, workers=1)
+        sh(["dvc", "repro", f"embed@{args.dataset}"], work)  # untimed: the data stages
+        serial = timed_repro(work)
+        a = snapshot(work, "serial")
+        set_params(work, workers=None)  # not a dependency: --force reruns the same stages
+        parallel = timed_repro(work)
+        b = snapshot(work, "parallel")
+        diff = same_outputs(a, b)
+    result = {
+        "machine": machine(),
+        "what": f"dvc repro --force --downstream configure: {args.dataset} x "
+                f"{len(args.variants)} variants ({', '.join(args.variants)}) x 5 seeds, default params",
+        "serial_workers_1": serial, "parallel_workers_default": parallel,
+        "workers_default": len(os.sched_getaffinity(0)),
+        "serial_over_parallel_wall": round(serial["wall_seconds"] / parallel["wall_seconds"], 2),
+        "identical": not diff, "differing_files": diff[:20],
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
