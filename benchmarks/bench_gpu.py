@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks._common import machine  # noqa: E402
 from pipeline.config import config_from_dict  # noqa: E402
 from pipeline.data.schema import PAPER_SPLIT_SIZES  # noqa: E402
-from pipeline.models.base import out_dim_for, task_loss  # noqa: E402
+from pipeline.models.base import task_loss  # noqa: E402
 from pipeline.precision import dtype_summary, fp32_recurrent, output_dtypes  # noqa: E402
 from pipeline.report.params import METHOD_VARIANTS  # noqa: E402
 from pipeline.train import (autocast, build_balancer, build_model, clip_gradients,  # noqa: E402

@@ -4,15 +4,13 @@ ablation (the README's commands), and `dvc plots show` listing every per-epoch c
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_user_dirs, write_params
-from tests.test_dvc_pipeline import ROOT, run
+from tests.test_dvc_pipeline import make_repo, run
 
 pytestmark = pytest.mark.slow
 SCREEN = 200  # columns: one terminal screen
@@ -25,24 +23,12 @@ def width(text: str) -> int:
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory):
     """Baseline committed, then `dvc exp run -S sgm.enabled=false` (results in the workspace)."""
-    work = tmp_path_factory.mktemp("exp")
-    for name in ("pipeline", "dvc.yaml", ".dvcignore", ".gitignore"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, work / name)
-    write_params(work / "params.yaml", {"datasets": ["mosi"], "seeds": [0, 1],
-                                        "variants": ["pase", "late_fusion"],
-                                        "train": {"epochs": 2}, "sgm": {"start_epoch": 2},
-                                        # the redundant generator learns within 2 epochs, so
-                                        # phase 2 (epoch 2) is the selected epoch and SGM shows
-                                        "synthetic": {"kind": "redundant"}})
-    make_user_dirs(work)
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
-                ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "scratch copy"]):
-        run(cmd, work)
+    work = make_repo(tmp_path_factory.mktemp("exp"), {
+        "datasets": ["mosi"], "seeds": [0, 1], "variants": ["pase", "late_fusion"],
+        "train": {"epochs": 2}, "sgm": {"start_epoch": 2},
+        # the redundant generator learns within 2 epochs, so phase 2 (epoch 2) is the selected
+        # epoch and SGM shows
+        "synthetic": {"kind": "redundant"}})
     env_log = {"PIPELINE_LOG": "INFO"}
     first = subprocess_log(["dvc", "repro"], work, env_log)
     run(["git", "add", "-A"], work)

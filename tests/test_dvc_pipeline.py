@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import make_user_dirs, write_params
 
@@ -25,8 +26,10 @@ def run(cmd, cwd, check=True):
     return p
 
 
-def make_repo(work, overrides):
-    """A scratch git + DVC copy of the repository in `work` with tiny params and `overrides`."""
+def make_repo(work, overrides=None, params: dict | None = None):
+    """A scratch git + DVC copy of the repository in `work`, committed, with tiny params and
+    `overrides` (or, with `params`, exactly that params.yaml)."""
+    work.mkdir(parents=True, exist_ok=True)
     for name in ("pipeline", "dvc.yaml", ".dvcignore", ".gitignore"):
         src = ROOT / name
         if src.is_dir():
@@ -34,7 +37,10 @@ def make_repo(work, overrides):
         else:
             shutil.copy(src, work / name)
     make_user_dirs(work)
-    write_params(work / "params.yaml", overrides)
+    if params is None:
+        write_params(work / "params.yaml", overrides)
+    else:
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], work)
     run(["git", "config", "user.email", "ci@example.com"], work)
     run(["git", "config", "user.name", "ci"], work)

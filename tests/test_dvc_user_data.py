@@ -5,13 +5,11 @@ and MulT's IEMOCAP pickle run end to end with `dvc repro`; replacing one file in
 Runs in a scratch git copy of the repository with tiny parameters (marked slow; CI runs it)."""
 import hashlib
 import json
-import shutil
 
 import pytest
 
 from pipeline.data.store import read_attrs
-from tests.conftest import ROOT, make_user_dirs, write_params
-from tests.test_dvc_pipeline import run
+from tests.test_dvc_pipeline import make_repo, run
 from tests.test_pickles import dump, mmsa_data, mult_data
 
 pytestmark = pytest.mark.slow
@@ -20,27 +18,14 @@ FILES = {"mosi": "aligned_50.pkl", "mosei": "unaligned_50.pkl", "iemocap": "iemo
 
 
 def test_user_pickles_are_tracked_by_dvc(tmp_path):
-    work = tmp_path / "repo"
-    work.mkdir()
-    for name in ("pipeline", "dvc.yaml", ".dvcignore", ".gitignore"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, work / name)
-    make_user_dirs(work)
+    data = {ds: {"source": "mult" if ds == "iemocap" else "mmsa", "path": f"data/user/{ds}/{name}",
+                 "allow_unverified_pickle": True} for ds, name in FILES.items()}
+    work = make_repo(tmp_path / "repo", {"datasets": list(FILES), "variants": ["pase", "mult"],
+                                         "seeds": [0], "train": {"epochs": 2}, "data": data})
     user = {ds: work / "data" / "user" / ds / name for ds, name in FILES.items()}
     dump(user["mosi"], mmsa_data(aligned=True))
     dump(user["mosei"], mmsa_data(aligned=False, da=74, dv=35))
     dump(user["iemocap"], mult_data("iemocap", aligned=True)[0])
-    data = {ds: {"source": "mult" if ds == "iemocap" else "mmsa", "path": f"data/user/{ds}/{name}",
-                 "allow_unverified_pickle": True} for ds, name in FILES.items()}
-    write_params(work / "params.yaml", {"datasets": list(FILES), "variants": ["pase", "mult"],
-                                        "seeds": [0], "train": {"epochs": 2}, "data": data})
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
-                ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "scratch"]):
-        run(cmd, work)
 
     run(["dvc", "repro"], work)
     aligned = {ds: read_attrs(work / "data" / "aligned" / f"{ds}.h5") for ds in FILES}

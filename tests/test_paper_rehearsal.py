@@ -12,8 +12,6 @@ process: the whole matrix through dvc would take ~8 min on 2 cores. The second t
 variant on every dataset in-process under the same profile, so no method escapes the rehearsal.
 """
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import make_user_dirs
-from tests.test_dvc_pipeline import run
+from tests.test_dvc_pipeline import make_repo, run
 from tests.test_pickles import dump, mmsa_data, mult_data, sha
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,17 +47,7 @@ def real_format_params(work: Path, variants) -> dict:
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
     work = tmp_path_factory.mktemp("rehearsal")
-    for name in ("pipeline", "dvc.yaml", ".dvcignore", ".gitignore"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, work / name)
-    (work / "params.yaml").write_text(yaml.safe_dump(real_format_params(work, VARIANTS), sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
-                ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "scratch copy"]):
-        run(cmd, work)
+    make_repo(work, params=real_format_params(work, VARIANTS))
     started = time.perf_counter()
     exp = run(["dvc", "exp", "run", "-S", "profile=paper", *SIZE], work)
     print(f"\npaper-profile rehearsal through dvc: {time.perf_counter() - started:.0f} s")

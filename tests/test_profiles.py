@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import CPU_PROFILE, PAPER_PROFILE, as_dict, config_from_dict, load_config
+from pipeline.config import CPU_PROFILE, as_dict, config_from_dict, load_config
 from pipeline.errors import ConfigError
 from pipeline.method_settings import SETTINGS, row
 from pipeline.variants import VARIANTS, variant_config
@@ -163,7 +163,7 @@ def test_a_source_without_raw_text_keeps_its_frozen_text_under_the_paper_profile
     MAG-BERT, which has nothing to fine-tune from, is not applicable."""
     from pipeline import train
     from pipeline.stages import align, download, embed
-    from tests.test_pickles import dump, mult_data, sha
+    from tests.test_pickles import mult_data, sha
     monkeypatch.chdir(tmp_path)
     from tests.test_pickle_sources import user_file
     pkl = user_file("iemocap", "iemocap_data.pkl", mult_data("iemocap")[0])

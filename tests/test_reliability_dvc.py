@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import make_user_dirs, write_params
-from tests.test_dvc_pipeline import ROOT, run
+from tests.test_dvc_pipeline import make_repo, run
 
 pytestmark = pytest.mark.slow
 PARAMS = {"datasets": ["mosi"], "seeds": [0, 1, 2], "variants": ["pase", "late_fusion"],
@@ -70,19 +69,7 @@ def repro_logged(work: Path) -> str:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    work = tmp_path_factory.mktemp("repo")
-    for name in ("pipeline", "dvc.yaml", ".dvcignore", ".gitignore"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, work / name)
-    write_params(work / "params.yaml", PARAMS)
-    make_user_dirs(work)
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
-                ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "scratch copy"]):
-        run(cmd, work)
+    work = make_repo(tmp_path_factory.mktemp("repo"), PARAMS)
     run(["dvc", "repro"], work)
     run(["git", "add", "-A"], work)
     run(["git", "commit", "-qm", "uninterrupted run"], work)

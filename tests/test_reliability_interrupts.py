@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import paths, train
 from tests.conftest import make_user_dirs, write_params
-from tests.test_dvc_pipeline import ROOT, run
+from tests.test_dvc_pipeline import make_repo, run
 
 
 @pytest.mark.parametrize("variant, kill_at", [("pase", 4), ("late_fusion", 2)])
@@ -41,22 +41,8 @@ def test_killed_mid_epoch_resumes_to_identical_metrics(tiny_project, monkeypatch
 
 @pytest.mark.slow
 def test_killed_dvc_repro_leaves_nothing_complete(tmp_path):
-    work = tmp_path / "repo"
-    work.mkdir()
-    for name in ("pipeline", "dvc.yaml", ".dvcignore", ".gitignore"):
-        src = ROOT / name
-        if src.is_dir():
-            import shutil
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (work / name).write_bytes(src.read_bytes())
-    make_user_dirs(work)
-    write_params(work / "params.yaml", {"variants": ["pase"], "train": {"epochs": 40},
-                                        "synthetic": {"scale": 0.05}})
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
-                ["git", "config", "user.name", "ci"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "scratch"]):
-        run(cmd, work)
+    work = make_repo(tmp_path / "repo", {"variants": ["pase"], "train": {"epochs": 40},
+                                         "synthetic": {"scale": 0.05}})
     env = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     proc = subprocess.Popen(["dvc", "repro"], cwd=work, env=env, stdout=subprocess.PIPE,

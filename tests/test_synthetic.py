@@ -88,7 +88,7 @@ def test_complementary_modalities_carry_what_the_others_lack():
     cfg = SyntheticConfig(scale=0.5)
     assert cfg.kind == "complementary"
     d, lat = generate_with_latent("mosi", cfg)
-    y, obs = d["train"].labels, lat["train"]["obs"]
+    obs = lat["train"]["obs"]
     # audio's pooled features follow its own component, not text's
     a = pooled(d["train"].audio)
     w = np.linalg.lstsq(np.c_[a, np.ones(len(a))], obs["audio"][:, 0], rcond=None)[0]
