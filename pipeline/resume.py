@@ -149,7 +149,7 @@ def load_checkpoint(path: Path, model, optim, device) -> dict | None:
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
         os.replace(path, aside)
         log.warning("%s: unreadable checkpoint (%s: %s); set aside as %s, the seed restarts from "
-                    "its first epoch", path, type(e).__name__, str(e).splitlines()[0][:200], aside)
+                    "its first epoch", path, type(e).__name__, (str(e).splitlines() or [""])[0][:200], aside)
         return None
     optim.load_state_dict(saved["optim"])
     torch.set_rng_state(saved["torch_rng"])
