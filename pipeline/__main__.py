@@ -9,6 +9,7 @@
     python -m pipeline report
     python -m pipeline count --profile paper
     python -m pipeline predict  --run mosi/pase --data data/aligned/mosei.h5
+    python -m pipeline pool     --dvc-pid N   (started by a train stage under dvc repro)
 """
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-unverified-pickle", action="store_true",
                    help="pickles: read without a checksum (only a file you trust)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    text = "train seeds ahead of DVC's stages (started by the first train stage; pipeline/ahead.py)"
+    p = sub.add_parser("pool", help=text, description=text)
+    p.add_argument("--dvc-pid", type=int, required=True, help="stop when this process has ended")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=os.environ.get("PIPELINE_LOG", "INFO"),
@@ -100,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             # the stage depends on data/configs/<dataset>/<variant>.json: it must be what runs
             check_file(variant_config(cfg, args.variant, args.dataset), args.dataset, args.variant)
             train_variant(cfg, args.dataset, args.variant)
+        elif args.stage == "pool":
+            from pipeline.ahead import serve
+            return serve(args.dvc_pid, args.params)
         elif args.stage == "figures":
             from pipeline.report.figures import make_figures
             make_figures(cfg)

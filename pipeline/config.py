@@ -137,6 +137,9 @@ class TrainConfig:
     # seeds trained at once, each in its own process (null: pipeline/train.py default_workers);
     # outputs are byte-identical for any value, so it is no dependency of a run (effective.py)
     workers: int | None = _range(1, default=None)
+    # under `dvc repro`, one pool process trains the seeds of the next stages while DVC moves on
+    # (pipeline/ahead.py); scheduling only, like workers: byte-identical outputs either way
+    ahead: bool = True
     lr_parts: PartsConfig = field(default_factory=PartsConfig)  # per-part learning rates
     weight_decay_parts: PartsConfig = field(default_factory=PartsConfig)  # per-part weight decay
     grad_clip: float | None = _range(0.0, default=None)  # None: no clipping

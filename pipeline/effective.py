@@ -7,7 +7,8 @@ configuration changed (the PaSE variants that use SGM), `-S ogm.alpha=...` only 
 
 What a run reads (`read_by`), from pipeline/train.py and pipeline/models:
 - every run: profile, seeds (they change the outputs), model, model_args, balancer, modalities,
-  text and train (but `train.workers`, which only schedules the seeds); the phase switch of the trainer (`sgm.switch`, and `sgm.start_epoch` under
+  text and train (but `train.workers` and `train.ahead`, which only schedule the seeds); the
+  phase switch of the trainer (`sgm.switch`, and `sgm.start_epoch` under
   `switch: epoch` or `sgm.patience` under `switch: plateau`), recorded in every run's history;
 - PaSE models: pcl, cal, pgf, fusion, loss (pase.build) and `sgm.rho` (the Shapley values logged
   in every phase, and SGM's own);
@@ -59,7 +60,8 @@ def read_by(vcfg: Config) -> dict:
     """The effective config of one run (`vcfg`: the variant's config), as written to data/configs."""
     full = as_dict(vcfg)
     out = {k: full[k] for k in EVERY_RUN}
-    out["train"].pop("workers")  # schedules the seeds; byte-identical outputs for any value
+    for key in ("workers", "ahead"):  # schedule the seeds; byte-identical outputs for any value
+        out["train"].pop(key)
     pase = vcfg.model == "pase"
     if pase:
         out.update({k: full[k] for k in PASE_SECTIONS})

@@ -54,7 +54,9 @@ def stage_outputs(stage: str, dataset: str | None = None, variant: str | None = 
     if stage == "embed":
         return [text_features(dataset)]
     if stage == "train":
-        return [run_dir(dataset, variant), *(DATA / "checkpoints").glob(f"{dataset}-{variant}-seed*")]
+        # not its checkpoint folders: the look-ahead pool may be writing them (pipeline/ahead.py);
+        # a seed the stage trains itself clears its folder first (resume.seed_folder)
+        return [run_dir(dataset, variant)]
     if stage == "figures":
         return [REPORTS / "figures", REPORTS / "plots"]
     if stage == "report":

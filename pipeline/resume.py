@@ -81,11 +81,16 @@ def run_record(cfg: Config, dataset: str, variant: str) -> dict:
             "inputs": inputs}
 
 
+def folder_of(record: dict, seed: int) -> Path:
+    """The seed's folder for this record, touching nothing (another process may be writing it)."""
+    return paths.checkpoint_dir(record["dataset"], record["variant"], seed, fingerprint(record))
+
+
 def seed_folder(record: dict, seed: int) -> Path:
     """data/checkpoints/<dataset>-<variant>-seed<k>-<hash of the record>/, after discarding the
     folders of the same seed made under other code, parameters or inputs."""
     ds, variant = record["dataset"], record["variant"]
-    d = paths.checkpoint_dir(ds, variant, seed, fingerprint(record))
+    d = folder_of(record, seed)
     pattern = re.compile(rf"^{re.escape(ds)}-{re.escape(variant)}-seed{seed}-[0-9a-f]+$")
     for other in sorted(d.parent.glob(f"{ds}-{variant}-seed{seed}-*")):
         if other != d and other.is_dir() and pattern.match(other.name):

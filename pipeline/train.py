@@ -226,9 +226,11 @@ def _has_text_key(text_file: Path, key: str) -> bool:
 
 
 def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
-               notes: tuple[str, ...] = (), progress: bool | None = None) -> dict:
+               notes: tuple[str, ...] = (), progress: bool | None = None,
+               curves: Path | None = None) -> dict:
     """Train one seed; write metrics.json, predictions.csv and history to `out`, the per-epoch
-    curves to data/curves/ (dvclive; `dvc plots show`)."""
+    curves to `curves` (default data/curves/..., dvclive; `dvc plots show`)."""
+    curves = paths.curves_dir(dataset, variant, seed) if curves is None else curves
     tcfg = cfg.train
     store, text = paths.aligned_store(dataset), paths.text_features(dataset)
     attrs, text_attrs = read_attrs(store), read_attrs(text)
@@ -266,7 +268,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
     if state["phase2_epoch"] is not None and hasattr(balancer, "enabled_from"):
         balancer.enabled_from(state["phase2_epoch"] - 1)  # resumed inside phase 2
     out.mkdir(parents=True, exist_ok=True)
-    live = open_curves(paths.curves_dir(dataset, variant, seed))
+    live = open_curves(curves)
     for past in state["history"]:  # re-log what an interrupted run had logged
         _log_epoch(live, past)
 
@@ -357,6 +359,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
         "valid": state["history"][state["best_epoch"] - 1], "test": test,
         "params": count_parameters(model), "text_encoder": text_attrs.get("encoder"),
         "epochs_run": state["epoch"], "settings": effective_settings(cfg, dataset), "notes": list(notes),
+        "run_key": ckpt_dir.name,  # code, parameters and inputs (pipeline/resume.py): what made it
     }
     save_model(out / "model.pt", model, cfg, dataset=dataset, variant=variant, seed=seed, task=task,
                dims={m: data["train"].dims[m] for m in mods}, n_train=len(data["train"]),
@@ -377,7 +380,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
          "device": str(device)}, indent=2) + "\n")
     close_curves(live)
     # a rerun after a later seed's kill restores this one (its curves too: another DVC output)
-    resume.keep_finished(ckpt_dir, out, curves=paths.curves_dir(dataset, variant, seed))
+    resume.keep_finished(ckpt_dir, out, curves=curves)
     log.info("%s/%s seed %d: test %s", dataset, variant, seed,
              ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
     return result
@@ -454,11 +457,11 @@ def _write_predictions(path: Path, data: StoreDataset, outputs: np.ndarray, labe
                 w.writerow([i] + [f"{s:.6f}" for s in lg[:, 1] - lg[:, 0]] + [int(v) for v in y])
 
 
-def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
+def run_config(cfg: Config, dataset: str, variant: str) -> tuple[Config, tuple[str, ...], str | None]:
+    """What one (dataset, variant) trains: its config (guarded: only the keys of its data/configs
+    file can be read; scheduling keys set to one value, so no output depends on them), the notes
+    its runs carry, and the reason it is not applicable (None when it is)."""
     vcfg = variant_config(cfg, variant, dataset)
-    resolve_device(vcfg.train.device)  # fail before any work if the device is not there
-    paths.run_dir(dataset, variant).mkdir(parents=True, exist_ok=True)
-    verify_inputs(paths.aligned_store(dataset), paths.text_features(dataset))  # checksums
     reason = not_applicable(variant, read_attrs(paths.aligned_store(dataset))["task"])
     vcfg, note = text_rule(vcfg, dataset)
     vcfg = effective.guarded(vcfg, effective.read_by(vcfg))  # reading anything else stops the run
@@ -466,6 +469,16 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
     if note and "bert" in NEEDS.get(vcfg.model, ()):
         reason = reason or (f"{vcfg.model} fine-tunes BERT's layers and {dataset}'s source has no "
                             "raw text to tokenise")
+    # workers and ahead only schedule the seeds: no output may depend on them (model.pt, metrics)
+    vcfg = dataclasses.replace(vcfg, train=dataclasses.replace(vcfg.train, workers=None, ahead=True))
+    return vcfg, (note,) if note else (), reason
+
+
+def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
+    resolve_device(variant_config(cfg, variant, dataset).train.device)  # fail before any work
+    paths.run_dir(dataset, variant).mkdir(parents=True, exist_ok=True)
+    verify_inputs(paths.aligned_store(dataset), paths.text_features(dataset))  # checksums
+    vcfg, notes, reason = run_config(cfg, dataset, variant)
     if reason:  # every seed says so, and the tables print n/a
         results = []
         paths.curves_dir(dataset, variant, 0).parent.mkdir(parents=True, exist_ok=True)  # no curves
@@ -478,19 +491,20 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
             results.append(r)
         log.warning("%s/%s: not applicable (%s)", dataset, variant, reason)
         return results
-    if note:
+    for note in notes:
         log.warning("%s", note)
-    workers = vcfg.train.workers or default_workers(vcfg)
-    # workers only schedules the seeds: no output may depend on it (model.pt, metrics.json)
-    vcfg = dataclasses.replace(vcfg, train=dataclasses.replace(vcfg.train, workers=None))
+    workers = cfg.train.workers or default_workers(vcfg)
     results = {s: _finished_seed(vcfg, dataset, variant, s) for s in vcfg.seeds}
     todo = [s for s in vcfg.seeds if results[s] is None]
-    notes = (note,) if note else ()
+    if todo and cfg.train.ahead:  # under dvc repro: the pool trains them (pipeline/ahead.py)
+        from pipeline import ahead
+        results.update(ahead.from_pool(vcfg, dataset, variant, todo))
+        todo = [s for s in vcfg.seeds if results[s] is None]
     if min(workers, len(todo)) <= 1:
         for s in todo:
             results[s] = train_seed(vcfg, dataset, variant, s, paths.seed_dir(dataset, variant, s),
                                     notes=notes)
-    else:
+    elif todo:
         results.update(_train_seeds_in_processes(vcfg, dataset, variant, todo, notes,
                                                  min(workers, len(todo))))
     resume.clean(dataset, variant)  # every seed is in the outputs now
@@ -549,9 +563,13 @@ def _finished_seed(cfg: Config, dataset: str, variant: str, seed: int) -> dict |
     """The result of a seed that an interrupted run of this stage finished under the same code,
     parameters and inputs (DVC deleted its outputs before rerunning the stage), restored."""
     out = paths.seed_dir(dataset, variant, seed)
-    if not resume.restore_finished(resume.seed_folder(resume.run_record(cfg, dataset, variant), seed), out,
-                                   curves=paths.curves_dir(dataset, variant, seed)):
+    # folder_of, not seed_folder: the look-ahead pool may be writing another seed's folder now
+    folder = resume.folder_of(resume.run_record(cfg, dataset, variant), seed)
+    if not resume.restore_finished(folder, out, curves=paths.curves_dir(dataset, variant, seed)):
         return None
-    log.info("%s/%s seed %d: finished by an interrupted run under the same code, parameters and "
-             "inputs; outputs restored, not retrained", dataset, variant, seed)
+    from pipeline import ahead
+    by = ("the look-ahead pool (pipeline/ahead.py)" if ahead.show_seed_log(folder)  # its log, here
+          else "an interrupted run of this stage")
+    log.info("%s/%s seed %d: finished by %s under the same code, parameters and inputs; outputs "
+             "restored, not retrained", dataset, variant, seed, by)
     return json.loads((out / "metrics.json").read_text())

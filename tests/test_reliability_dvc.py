@@ -85,11 +85,11 @@ def test_killed_inside_seed_2_retrains_only_seed_2(repo):
     forget_earlier_run(work, "train@mosi-pase")
     log = repro_logged(work)
     assert "Running stage 'train@mosi-pase'" in log and "Running stage 'embed" not in log
-    for s in (0, 1):
-        assert f"mosi/pase seed {s}: finished by an interrupted run" in log
+    for s in (0, 1):  # by the look-ahead pool of the killed run (or the stage, train.ahead: false)
+        assert f"mosi/pase seed {s}: finished by " in log
     assert "mosi/pase seed 2: resuming after epoch" in log
     assert snapshot(work) == reference
-    assert not list(ckpts.iterdir())
+    assert [p.name for p in ckpts.iterdir()] in ([], ["pool"])  # the pool's lock and log stay
 
 
 def test_killed_during_embed_leaves_a_temp_file_that_the_rerun_removes(repo):

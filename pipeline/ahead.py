@@ -1,0 +1,472 @@
+"""Training ahead of DVC: both cores busy through the whole `dvc repro`.
+
+DVC runs one stage at a time. A train stage's own seeds keep `train.workers` processes busy only
+while they last (five seeds on two cores: the fifth alone), and between two stages DVC's
+bookkeeping and the next process's start-up (~3 s) leave the cores idle; over the default run's
+69 small train stages that was a third of the wall time. So under `dvc repro` (DVC puts
+DVC_STAGE in a stage's environment; `train.ahead: true`) the first train stage starts one *pool*
+process for the workspace, which keeps `train.workers` seed processes busy:
+
+1. first the seeds of every train stage that has started (each stage announces itself), then
+2. ahead of DVC, in DVC's order (the train matrix: datasets, then variants), the seeds of the next
+   LOOKAHEAD stages whose outputs are missing or were made under other code, parameters or
+   inputs (each seed's metrics.json records its `run_key`).
+
+A seed is trained exactly as the stage would train it (`train.run_config`, `train.train_seed`, in
+a process of its own from its own seed) and kept where an interrupted stage keeps its finished
+seeds (pipeline/resume.py: data/checkpoints/<run>-<hash of code, parameters, inputs>/done). The
+stage restores it from there, byte for byte what it would have trained itself
+(tests/test_ahead.py), and prints the seed's log lines as they come.
+
+Why it cannot change a result:
+- the pool computes every seed's config from params.yaml as it is when the seed starts, and stops
+  when the code on disk is no longer the code it imported; a stage announces the key (hash) of
+  its run, and a pool computing another key declines that stage;
+- a stage trains a seed itself when the pool has stopped, declined, or failed on it (the error
+  then shows in the stage's own log, as without the pool);
+- the pool stops, killing its seed processes (their epoch checkpoints stay for a resume), when
+  the DVC process that started it has ended.
+A stage DVC restores from its run-cache may have been started ahead for nothing: the pool looks at
+most LOOKAHEAD stages past the newest started one, and drops the stages DVC has passed.
+Files: data/checkpoints/pool/ (lock, pool.json, started, pool.log); each seed's log is train.log in
+its checkpoint folder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from pipeline import paths, resume
+
+log = logging.getLogger(__name__)
+
+POOL = paths.DATA / "checkpoints" / "pool"
+LOOKAHEAD = 8  # stages past the newest started one
+FAILED, SEED_LOG = "failed", "train.log"
+POLL = 0.1  # seconds
+
+
+# ------------------------------------------------------------------ processes
+
+def _proc(pid: int):
+    import psutil
+    try:
+        p = psutil.Process(pid)
+        return p if p.status() != psutil.STATUS_ZOMBIE else None
+    except psutil.Error:
+        return None
+
+
+def _same(ident: dict | None) -> bool:
+    """The process `ident` ({pid, started}) still runs (not another one under a reused pid)."""
+    p = _proc(ident["pid"]) if ident else None
+    return p is not None and abs(p.create_time() - ident["started"]) < 0.01
+
+
+def _ident(pid: int) -> dict | None:
+    p = _proc(pid)
+    return {"pid": pid, "started": p.create_time()} if p else None
+
+
+def dvc_process() -> dict | None:
+    """The DVC process running this stage ({pid, started}), or None when not run by DVC."""
+    if os.name != "posix" or "DVC_STAGE" not in os.environ:
+        return None
+    import psutil
+    try:
+        for p in psutil.Process().parents():
+            cmd = p.cmdline()
+            if any(os.path.basename(a) == "dvc" for a in cmd[:3]) or cmd[1:3] == ["-m", "dvc"]:
+                return _ident(p.pid)
+    except psutil.Error:
+        pass
+    return None
+
+
+# ------------------------------------------------------------------ the stage's side
+
+def from_pool(vcfg, dataset: str, variant: str, seeds: list[int]) -> dict[int, dict]:
+    """Under `dvc repro`: the seeds the pool trained for this stage (waiting for those it trains
+    now), restored into the stage's outputs. Seeds left out of the result the stage trains itself;
+    outside DVC the result is empty."""
+    dvc = dvc_process()
+    if dvc is None:
+        return {}
+    record = resume.run_record(vcfg, dataset, variant)
+    key = resume.fingerprint(record)
+    POOL.mkdir(parents=True, exist_ok=True)
+    pool = _pool_for(dvc)
+    if pool is None:
+        return {}
+    with open(POOL / "started", "a") as f:  # one short line: an atomic append
+        f.write(f"{dataset} {variant} {key}\n")
+    folders = {s: resume.folder_of(record, s) for s in seeds}
+    shown = {s: 0 for s in seeds}
+    results: dict[int, dict] = {}
+    waiting = set(seeds)
+    log.info("%s/%s: seeds %s from the look-ahead pool (pid %d; train.ahead)", dataset, variant,
+             ", ".join(map(str, seeds)), pool["pid"])
+    while waiting:
+        for s in sorted(waiting):
+            f = folders[s]
+            shown[s] = _show_log(f / SEED_LOG, shown[s])
+            if (f / resume.DONE / "metrics.json").exists():
+                shown[s] = _show_log(f / SEED_LOG, shown[s])
+                out = paths.seed_dir(dataset, variant, s)
+                resume.restore_finished(f, out, curves=paths.curves_dir(dataset, variant, s))
+                results[s] = json.loads((out / "metrics.json").read_text())
+                waiting.discard(s)
+            elif (f / FAILED).exists():
+                why = (f / FAILED).read_text().strip().splitlines() or ["?"]
+                log.warning("%s/%s seed %d: the look-ahead pool did not train it (%s); the stage "
+                            "trains it itself", dataset, variant, s, why[-1][:300])
+                waiting.discard(s)
+        if waiting and not _same(pool):
+            log.warning("%s/%s: the look-ahead pool has stopped (its log: %s); the stage trains "
+                        "seeds %s itself", dataset, variant, POOL / "pool.log",
+                        ", ".join(map(str, sorted(waiting))))
+            break
+        if waiting:
+            time.sleep(POLL)
+    return results
+
+
+def show_seed_log(folder: Path) -> bool:
+    """Print the log of a seed the pool trained (False when it has none)."""
+    return _show_log(folder / SEED_LOG, 0) > 0
+
+
+def _show_log(path: Path, offset: int) -> int:
+    """Print a seed's new log lines (the pool writes them) into the stage's log; the new offset."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return offset
+    end = data.rfind(b"\n") + 1  # whole lines only
+    if end:
+        sys.stderr.write(data[:end].decode(errors="replace"))
+        sys.stderr.flush()
+    return offset + end
+
+
+def _pool_for(dvc: dict) -> dict | None:
+    """The pool serving this DVC process: the running one, or one started now."""
+    info = _read_pool()
+    if info and _same(info):
+        if info.get("dvc") == dvc:
+            return info
+        os.kill(info["pid"], signal.SIGTERM)  # left by an earlier DVC run; it would stop anyway
+        deadline = time.time() + 10
+        while _same(info) and time.time() < deadline:
+            time.sleep(POLL)
+    (POOL / "pool.json").unlink(missing_ok=True)
+    (POOL / "started").write_text("")  # a new pool reads only this DVC run's stages
+    with open(POOL / "pool.log", "wb") as out:
+        p = subprocess.Popen([sys.executable, "-m", "pipeline", "pool", "--dvc-pid", str(dvc["pid"])],
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             start_new_session=True)  # outlives this stage; DVC does not wait on it
+    deadline = time.time() + 60
+    while time.time() < deadline and p.poll() is None:
+        info = _read_pool()
+        if info and info["pid"] == p.pid:
+            return info
+        time.sleep(POLL)
+    log.warning("the look-ahead pool did not start (its log: %s); this stage trains its own seeds",
+                POOL / "pool.log")
+    return None
+
+
+def _read_pool() -> dict | None:
+    try:
+        return json.loads((POOL / "pool.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------ the pool
+
+def serve(dvc_pid: int, params: str = "params.yaml") -> int:
+    """The pool process (`python -m pipeline pool`, started by a train stage)."""
+    import fcntl
+    POOL.mkdir(parents=True, exist_ok=True)
+    lock = open(POOL / "lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # one pool a workspace
+    except BlockingIOError:
+        log.info("another pool serves this workspace; exiting")
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop through run()'s cleanup
+    dvc = _ident(dvc_pid)
+    me = _ident(os.getpid())
+    from pipeline.data.store import write_atomic
+    write_atomic(POOL / "pool.json", json.dumps({**me, "dvc": dvc}) + "\n")
+    seed_level = logging.getLogger().getEffectiveLevel()  # the stage's (PIPELINE_LOG) for seed logs
+    log.setLevel(logging.INFO)  # pool.log always says what the pool did
+    try:
+        return Pool(dvc, params, seed_level).run()
+    finally:
+        (POOL / "pool.json").unlink(missing_ok=True)
+
+
+class Pool:
+    def __init__(self, dvc: dict | None, params: str, seed_level: int = logging.INFO):
+        import multiprocessing
+
+        import torch._dynamo  # noqa: F401  (imported once here, not in every forked seed process)
+
+        from pipeline import train
+        from pipeline.config import load_config
+        self.train, self.load_config, self.params = train, load_config, params
+        self.dvc, self.seed_level = dvc, seed_level
+        self.code = resume.code_hashes()
+        cfg = load_config(params)
+        self.workers = cfg.train.workers or train.default_workers(cfg)
+        self.order = [(d, v) for d in cfg.datasets for v in cfg.variants]  # DVC's (dvc.yaml matrix)
+        fork = sys.platform == "linux" and train.resolve_device(cfg.train.device).type == "cpu"
+        self.mp = multiprocessing.get_context("fork" if fork else "spawn")
+        self.flights: dict[Path, tuple] = {}  # folder -> (process, run, seed)
+        self.announced: list[tuple[str, str, str]] = []
+        self.read = 0
+        self.plans: dict[tuple, tuple] = {}
+        self.closed: set[tuple] = set()  # started stages with every seed done or failed
+        self.finished: set[Path] = set()  # seed folders seen done (see _needed)
+        self.verified: dict[str, tuple] = {}  # dataset -> stamp of its checked input files
+        self.cfg, self.cfg_stamp = cfg, None
+        self.checked_code = time.time()
+
+    def run(self) -> int:
+        log.info("look-ahead pool: %d seed processes for the DVC process %s", self.workers,
+                 self.dvc and self.dvc["pid"])
+        try:
+            while _same(self.dvc):
+                if time.time() - self.checked_code > 5:
+                    if resume.code_hashes() != self.code:
+                        log.warning("the code changed on disk; the pool stops (stages train "
+                                    "their own seeds)")
+                        break
+                    self.checked_code = time.time()
+                self._reap()
+                self._read_announcements()
+                if len(self.flights) < self.workers and self._dispatch():
+                    continue
+                time.sleep(POLL)
+            else:
+                log.info("the DVC process has ended; the pool stops")
+        finally:
+            for proc, run, seed in self.flights.values():
+                proc.kill()  # its epoch checkpoint stays: a rerun resumes it
+                proc.join()
+                log.info("%s seed %d: stopped (resumable from its last epoch)", "/".join(run), seed)
+        return 0
+
+    def _read_announcements(self) -> None:
+        try:
+            with open(POOL / "started") as f:
+                f.seek(self.read)
+                text = f.read()
+        except FileNotFoundError:
+            return
+        end = text.rfind("\n") + 1
+        self.read += len(text[:end].encode())
+        for line in text[:end].splitlines():
+            ds, variant, key = line.split()
+            self.announced.append((ds, variant, key))
+            # DVC deleted the stage's outputs before running it: look again
+            self.finished -= {f for f in self.finished if f.name.startswith(f"{ds}-{variant}-seed")}
+
+    def _cursor(self) -> int:
+        """Index (in DVC's order) of the newest stage that has started."""
+        known = [self.order.index((d, v)) for d, v, _ in self.announced if (d, v) in self.order]
+        return max(known, default=0)
+
+    def _reap(self) -> None:
+        for folder, (proc, run, seed) in list(self.flights.items()):
+            if proc.exitcode is None:
+                continue
+            proc.join()
+            del self.flights[folder]
+            if proc.exitcode != 0 and not (folder / FAILED).exists():
+                _write(folder / FAILED, f"its process ended with exit code {proc.exitcode}\n")
+            log.info("%s seed %d: %s", "/".join(run), seed,
+                     "done" if proc.exitcode == 0 else f"failed (see {folder / FAILED})")
+
+    def _cfg(self):
+        """params.yaml as it is now (None while it does not load, e.g. half-saved)."""
+        try:
+            st = os.stat(self.params)
+        except OSError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp != self.cfg_stamp:
+            self.cfg_stamp = stamp
+            try:
+                self.cfg = self.load_config(self.params)
+            except Exception as e:  # the stage will say what is wrong with it
+                log.info("params.yaml does not load now (%s)", e)
+                self.cfg = None
+        return self.cfg
+
+    def _plan(self, ds: str, variant: str):
+        """(vcfg, notes, key, seeds) of a run as its stage would compute it now, or
+        None when the pool cannot train it (not applicable, inputs missing or unverified, config
+        file stale). Recomputed when params.yaml, an input or the config file changes."""
+        files = [Path(self.params), paths.aligned_store(ds), paths.text_features(ds),
+                 paths.DATA / "configs" / ds / f"{variant}.json"]
+        try:
+            stamp = tuple((st.st_mtime_ns, st.st_size, st.st_ino) for st in map(os.stat, files))
+        except OSError:
+            return None
+        if (ds, variant) not in self.plans or self.plans[(ds, variant)][0] != stamp:
+            self.plans[(ds, variant)] = (stamp, self._compute_plan(ds, variant))
+        return self.plans[(ds, variant)][1]
+
+    def _compute_plan(self, ds: str, variant: str):
+        from pipeline import effective
+        from pipeline.data.store import verify_inputs
+        from pipeline.errors import PipelineError
+        from pipeline.variants import variant_config
+        cfg = self._cfg()
+        if cfg is None:
+            return None
+        try:
+            effective.check_file(variant_config(cfg, variant, ds), ds, variant)
+            inputs = (paths.aligned_store(ds), paths.text_features(ds))
+            stamp = tuple((st.st_mtime_ns, st.st_size, st.st_ino) for st in map(os.stat, inputs))
+            if self.verified.get(ds) != stamp:  # checksums once a dataset (1.4 s for MOSEI's)
+                verify_inputs(*inputs)
+                self.verified[ds] = stamp
+            vcfg, notes, reason = self.train.run_config(cfg, ds, variant)
+        except (PipelineError, OSError, KeyError, ValueError) as e:
+            log.info("%s/%s: not trained ahead (%s)", ds, variant, e)
+            return None
+        if reason:
+            return None
+        return vcfg, notes, resume.fingerprint(resume.run_record(vcfg, ds, variant)), list(cfg.seeds)
+
+    def _candidates(self):
+        """(ds, variant, announced key or None) in the order the pool takes them: the stages
+        that have started, then the next LOOKAHEAD in DVC's order."""
+        for entry in self.announced:
+            if entry not in self.closed:
+                yield entry
+        cursor = self._cursor()
+        for ds, variant in self.order[cursor + 1: cursor + 1 + LOOKAHEAD]:
+            yield ds, variant, None
+
+    def _dispatch(self) -> bool:
+        """Start the first seed that needs training; False when there is none."""
+        for entry in self._candidates():
+            ds, variant, announced = entry
+            plan = self._plan(ds, variant)
+            if plan is None or (announced and announced != plan[2]):
+                if announced:
+                    cfg = self._cfg()
+                    self._decline(ds, variant, announced, cfg.seeds if cfg else [],
+                                  "its inputs or config are not ready for the pool (the stage "
+                                  "checks them itself)" if plan is None else "the stage runs under "
+                                  "other code, parameters or inputs than the pool sees")
+                    self.closed.add(entry)
+                continue
+            vcfg, notes, key, seeds = plan
+            waiting = False
+            for seed in seeds:
+                folder = paths.checkpoint_dir(ds, variant, seed, key)
+                if not self._needed(ds, variant, seed, folder):
+                    continue
+                waiting = True
+                if folder not in self.flights:
+                    self._start(vcfg, notes, ds, variant, seed, folder)
+                    return True
+            if announced and not waiting:
+                self.closed.add(entry)
+        return False
+
+    def _needed(self, ds: str, variant: str, seed: int, folder: Path) -> bool:
+        """Whether a seed still needs training: not done (by the pool: done/; by its stage, or
+        an earlier run: its output records this run_key), not failed."""
+        if folder in self.finished:
+            return False
+        if ((folder / resume.DONE / "metrics.json").exists() or (folder / FAILED).exists()
+                or _up_to_date(ds, variant, seed, folder.name)):
+            self.finished.add(folder)
+            return False
+        return True
+
+    def _decline(self, ds, variant, key, seeds, why: str) -> None:
+        for seed in seeds or []:
+            f = paths.checkpoint_dir(ds, variant, seed, key)
+            if not (f / FAILED).exists() and not (f / resume.DONE).exists():
+                f.mkdir(parents=True, exist_ok=True)
+                _write(f / FAILED, why + "\n")
+
+    def _start(self, vcfg, notes, ds, variant, seed, folder) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        proc = self.mp.Process(target=_train_one, args=(vcfg, ds, variant, seed, notes, folder,
+                                                        self.seed_level),
+                               name=f"{ds}/{variant} seed {seed}")
+        proc.start()
+        self.flights[folder] = (proc, (ds, variant), seed)
+        log.info("%s/%s seed %d: started", ds, variant, seed)
+
+
+def _up_to_date(ds: str, variant: str, seed: int, run_key: str) -> bool:
+    try:
+        m = json.loads((paths.seed_dir(ds, variant, seed) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return m.get("run_key") == run_key
+
+
+def _write(path: Path, text: str) -> None:
+    from pipeline.data.store import write_atomic
+    write_atomic(path, text)
+
+
+def _die_with_parent() -> None:
+    """Linux: this seed process is killed when the pool dies, however it dies (kill -9 too)."""
+    if sys.platform == "linux":
+        import ctypes
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _train_one(vcfg, ds: str, variant: str, seed: int, notes, folder: Path, level: int) -> None:
+    """One seed in a process of its own: its log goes to train.log in its folder (the stage
+    prints it), its outputs to done/ (resume.keep_finished)."""
+    import shutil
+    _die_with_parent()
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.FileHandler(folder / SEED_LOG, mode="a")
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{ds}/{variant} seed {seed}] "
+                                           "%(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)  # the stage's (PIPELINE_LOG)
+    out, curves = folder / "out", folder / "curves"
+    try:
+        for d in (out, curves):
+            shutil.rmtree(d, ignore_errors=True)
+        from pipeline.train import train_seed
+        train_seed(vcfg, ds, variant, seed, out, notes=notes, progress=False, curves=curves)
+        for d in (out, curves):
+            shutil.rmtree(d, ignore_errors=True)
+    except BaseException:
+        text = traceback.format_exc()
+        logging.getLogger(__name__).error("%s", text)
+        _write(folder / FAILED, text)
+        handler.flush()
+        os._exit(1)
+    handler.flush()
+    os._exit(0)  # no atexit work of the parent's in a forked child
