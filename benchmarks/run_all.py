@@ -1,15 +1,17 @@
 """Run every benchmark and gather the numbers in reports/bench.json (README "Performance").
 
-    python benchmarks/run_all.py [--quick] [--repro-seconds S] [--repro-peak-mib M]
-                                 [--repro-cpu-percent P]
+    python benchmarks/run_all.py [--quick] [--default-run]
 
 - alignment vs mmsdk (bench_align.py), data loading vs a training step (bench_loader.py),
   a phase-2 (SGM) step vs a phase-1 step (bench_sgm.py): each in its own process;
-- the whole run, serial vs parallel seeds (bench_repro.py: `dvc repro` of the training part of
-  one dataset x 4 variants with `train.workers: 1` and with the default, in a scratch clone);
+- the whole run under three schedules (bench_repro.py: `dvc repro` of the training part of one
+  dataset x 4 variants with seeds one after another, each stage's seeds at once, and the default
+  look-ahead pool, in a scratch clone), as ratios measured in one run;
+- the default `dvc repro` on a fresh clone (bench_default_run.py, ~8 min: run with
+  `--default-run`, otherwise the last reports/bench_default_run.json is copied in): wall time,
+  CPU percentage with the look-ahead pool's, peak memory;
 - the experiment matrix: training seconds per run, read from every run's timing.json under
-  data/runs/ (so run `dvc repro` first), and the wall time / peak memory of the whole `dvc repro`
-  when given (measure them with `/usr/bin/time -v dvc repro --force`).
+  data/runs/ (so run `dvc repro` first).
 `--quick` shortens each benchmark (fewer videos, steps, rows) for a smoke test.
 """
 from __future__ import annotations
@@ -50,10 +52,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench.json")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--repro-seconds", type=float, default=None)
-    ap.add_argument("--repro-peak-mib", type=float, default=None)
-    ap.add_argument("--repro-cpu-percent", type=float, default=None,
-                    help="`Percent of CPU this job got` of /usr/bin/time -v dvc repro")
+    ap.add_argument("--default-run", action="store_true",
+                    help="also time the default dvc repro on a fresh clone (~8 min)")
     args = ap.parse_args(argv)
     tmp = args.out.parent
     quick_align = ["--videos", "10", "--seconds", "30"] if args.quick else []
@@ -69,12 +69,11 @@ def main(argv=None) -> dict:
                          *(["--variants", "late_fusion", "pase"] if args.quick else [])),
         "matrix": matrix_timing(REPO / "data" / "runs"),
     }
-    if args.repro_seconds is not None:
-        result["matrix"]["dvc_repro_wall_seconds"] = args.repro_seconds
-    if args.repro_cpu_percent is not None:
-        result["matrix"]["dvc_repro_cpu_percent"] = args.repro_cpu_percent
-    if args.repro_peak_mib is not None:
-        result["matrix"]["dvc_repro_peak_mib"] = args.repro_peak_mib
+    default_run = REPO / "reports" / "bench_default_run.json"
+    if args.default_run:
+        run("bench_default_run.py", default_run)
+    result["default_run"] = (json.loads(default_run.read_text()) if default_run.exists() else
+                             {"note": "run benchmarks/bench_default_run.py (or run_all.py --default-run)"})
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return result

@@ -28,8 +28,9 @@ Why it cannot change a result:
   the DVC process that started it has ended.
 A stage DVC restores from its run-cache may have been started ahead for nothing: the pool looks at
 most LOOKAHEAD stages past the newest started one, and drops the stages DVC has passed.
-Files: data/checkpoints/pool/ (lock, pool.json, started, pool.log); each seed's log is train.log in
-its checkpoint folder.
+Files: data/checkpoints/pool/ (lock, pool.json, started, pool.log, usage.json: the pool's CPU time,
+which `/usr/bin/time dvc repro` does not see); each seed's log is train.log in its checkpoint
+folder.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ from pipeline import paths, resume
 log = logging.getLogger(__name__)
 
 POOL = paths.DATA / "checkpoints" / "pool"
-LOOKAHEAD = 8  # stages past the newest started one
+LOOKAHEAD = 30  # stages past the newest started one (more than a dataset's 23 variants)
 FAILED, SEED_LOG = "failed", "train.log"
 POLL = 0.1  # seconds
 
@@ -168,7 +169,8 @@ def _pool_for(dvc: dict) -> dict | None:
         deadline = time.time() + 10
         while _same(info) and time.time() < deadline:
             time.sleep(POLL)
-    (POOL / "pool.json").unlink(missing_ok=True)
+    for name in ("pool.json", "usage.json"):
+        (POOL / name).unlink(missing_ok=True)
     (POOL / "started").write_text("")  # a new pool reads only this DVC run's stages
     with open(POOL / "pool.log", "wb") as out:
         p = subprocess.Popen([sys.executable, "-m", "pipeline", "pool", "--dvc-pid", str(dvc["pid"])],
@@ -211,17 +213,34 @@ def serve(dvc_pid: int, params: str = "params.yaml") -> int:
     write_atomic(POOL / "pool.json", json.dumps({**me, "dvc": dvc}) + "\n")
     seed_level = logging.getLogger().getEffectiveLevel()  # the stage's (PIPELINE_LOG) for seed logs
     log.setLevel(logging.INFO)  # pool.log always says what the pool did
+    start = time.time()
     try:
         return Pool(dvc, params, seed_level).run()
     finally:
+        _write_usage(time.time() - start)
         (POOL / "pool.json").unlink(missing_ok=True)
+
+
+def _write_usage(wall: float) -> None:
+    """usage.json: the pool's CPU time and peak memory with its seed processes'. The pool is no
+    child of DVC's, so `/usr/bin/time dvc repro` does not count it: add these (README,
+    Performance; benchmarks/bench_repro.py)."""
+    import resource
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    _write(POOL / "usage.json", json.dumps({
+        "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 2),
+        "peak_rss_mib_pool": round(me.ru_maxrss / 1024, 1),
+        "peak_rss_mib_seed_process": round(kids.ru_maxrss / 1024, 1)}, indent=1) + "\n")
 
 
 class Pool:
     def __init__(self, dvc: dict | None, params: str, seed_level: int = logging.INFO):
         import multiprocessing
 
-        import torch._dynamo  # noqa: F401  (imported once here, not in every forked seed process)
+        # imported once here, not in every forked seed process (the optimizer's and the metrics')
+        import sklearn.metrics  # noqa: F401
+        import torch._dynamo  # noqa: F401
 
         from pipeline import train
         from pipeline.config import load_config

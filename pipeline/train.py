@@ -531,6 +531,8 @@ def _train_seeds_in_processes(cfg: Config, dataset: str, variant: str, seeds: li
     import multiprocessing
     import sys
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    import sklearn.metrics  # noqa: F401  (the metrics' import, once, before the workers fork)
     log.info("%s/%s: seeds %s in %d processes (train.workers)", dataset, variant,
              ", ".join(map(str, seeds)), workers)
     level = logging.getLogger().getEffectiveLevel()
