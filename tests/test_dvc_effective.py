@@ -24,6 +24,7 @@ RERUNS = {
     "pcl.enabled=false": ["pase", "pase-no_sgm", "pase-T", "pase-ogm_ge", "pase-mmpareto"],
     "train.lr=0.004": VARIANTS,
     "train.workers=1": [],
+    "train.ahead=false": [],
 }
 
 
