@@ -729,12 +729,43 @@ def _duration(m: float, s: float) -> str:
     return body if not math.isfinite(s) else f"{m / d:.2f} ± {s / d:.2f} {u}"
 
 
+def provenance(runs: Runs, pairs) -> str:
+    """Which profile and text encoder produced the runs of (dataset, variant) `pairs`, from their
+    metrics.json: the profile (`settings.profile`), the encoder (`text_encoder`, the embed
+    stage's) and the variants that fine-tuned it end to end (`settings.text.finetune` with text
+    among the modalities). A profile other than paper is said not to be the paper's setting: its
+    numbers are "rerun here" rows, never "published" ones (pipeline/report/paper.py only)."""
+    profiles, encoders, tuned = set(), set(), []
+    for ds, v in pairs:
+        for r in runs.results(ds, v):
+            s = r.get("settings") or {}
+            profiles.add(s.get("profile", "not recorded"))
+            if r.get("text_encoder"):
+                encoders.add(str(r["text_encoder"]))
+            if (s.get("text") or {}).get("finetune") and "text" in s.get("modalities", ()):
+                tuned.append(v)
+    tuned = list(dict.fromkeys(tuned))
+    line = f"Produced by profile {', '.join(sorted(profiles)) or 'not recorded'}"
+    if profiles - {"paper", "not recorded"}:
+        line += " (not the paper's setting)"
+    line += f"; text encoder {', '.join(sorted(encoders)) or 'not recorded'}, "
+    line += (f"fine-tuned end to end in {', '.join(tuned)}, frozen vectors elsewhere" if tuned
+             else "frozen vectors")
+    return line + "."
+
+
 def build_tables(runs: Runs, seeds: list[int], n_boot: int = 1000, boot_seed: int = 0) -> list[Table]:
     from pipeline.report.diagnostics import oracle_table, probe_table
     b = Builder(runs, n_boot, boot_seed)
     out = [f(b, seeds) for f in (table1, table2, table3, table4, efficiency, oracle_table,
                                  probe_table)]
-    return [t for t in out if t is not None]
+    out = [t for t in out if t is not None]
+    for t in out:  # each table says which profile and text encoder produced its rows
+        pairs = dict.fromkeys((r["dataset"], r["variant"]) for r in t.records
+                              if r["run"] == RERUN and r.get("variant"))
+        if pairs:
+            t.intro.insert(0, provenance(runs, pairs))
+    return out
 
 
 # ---------------------------------------------------------------- rendering
