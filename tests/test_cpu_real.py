@@ -219,11 +219,11 @@ def test_the_report_names_profile_and_encoder_and_keeps_cpu_real_out_of_the_pape
             f.write_text(json.dumps(m))
     report(cfg, variants, n_boot=50)
     t1 = (Path("reports/tables") / "table1.md").read_text()
-    line = ("Produced by profile cpu-real (not the paper's setting); text encoder minilm, "
-            "fine-tuned end to end in pase, frozen vectors elsewhere.")
+    line = ("Produced by profile cpu-real (not the paper's setting); text: minilm, fine-tuned "
+            "end to end in pase; frozen vectors of minilm in the others.")
     assert line in t1
     t4 = (Path("reports/tables") / "table4.md").read_text()
-    assert "fine-tuned end to end in pase-T, pase" in t4
+    assert "text: minilm, fine-tuned end to end in pase-T, pase." in t4
     summary = Path("reports/README.md").read_text()
     assert "Profile: cpu-real" in summary and "The cpu-real profile" in summary
     assert "| PaSE (pase) | rerun here | " in t1 and "84.14 ± 0.24" in t1  # (84.31 + 83.97) / 2

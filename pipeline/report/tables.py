@@ -731,27 +731,29 @@ def _duration(m: float, s: float) -> str:
 
 def provenance(runs: Runs, pairs) -> str:
     """Which profile and text encoder produced the runs of (dataset, variant) `pairs`, from their
-    metrics.json: the profile (`settings.profile`), the encoder (`text_encoder`, the embed
-    stage's) and the variants that fine-tuned it end to end (`settings.text.finetune` with text
-    among the modalities). A profile other than paper is said not to be the paper's setting: its
-    numbers are "rerun here" rows, never "published" ones (pipeline/report/paper.py only)."""
-    profiles, encoders, tuned = set(), set(), []
+    metrics.json: the profile (`settings.profile`), and per run with text the encoder it
+    fine-tuned end to end (`settings.text`) or the frozen vectors it read (`text_encoder`, the
+    embed stage's). A profile other than paper is said not to be the paper's setting: its numbers
+    are "rerun here" rows, never "published" ones (those come from pipeline/report/paper.py only)."""
+    profiles, tuned, frozen = set(), {}, set()
     for ds, v in pairs:
         for r in runs.results(ds, v):
             s = r.get("settings") or {}
             profiles.add(s.get("profile", "not recorded"))
-            if r.get("text_encoder"):
-                encoders.add(str(r["text_encoder"]))
-            if (s.get("text") or {}).get("finetune") and "text" in s.get("modalities", ()):
-                tuned.append(v)
-    tuned = list(dict.fromkeys(tuned))
+            if "text" not in s.get("modalities", r.get("modalities", ["text"])):
+                continue
+            if (s.get("text") or {}).get("finetune"):
+                tuned.setdefault(s["text"]["encoder"], []).append(v)
+            elif r.get("text_encoder"):
+                frozen.add(str(r["text_encoder"]))
     line = f"Produced by profile {', '.join(sorted(profiles)) or 'not recorded'}"
     if profiles - {"paper", "not recorded"}:
         line += " (not the paper's setting)"
-    line += f"; text encoder {', '.join(sorted(encoders)) or 'not recorded'}, "
-    line += (f"fine-tuned end to end in {', '.join(tuned)}, frozen vectors elsewhere" if tuned
-             else "frozen vectors")
-    return line + "."
+    parts = [f"{enc}, fine-tuned end to end in {', '.join(dict.fromkeys(vs))}"
+             for enc, vs in sorted(tuned.items())]
+    if frozen:
+        parts.append(f"frozen vectors of {', '.join(sorted(frozen))}" + (" in the others" if tuned else ""))
+    return f"{line}; text: {'; '.join(parts) or 'not recorded'}."
 
 
 def build_tables(runs: Runs, seeds: list[int], n_boot: int = 1000, boot_seed: int = 0) -> list[Table]:
