@@ -223,9 +223,11 @@ def test_the_report_names_profile_and_encoder_and_keeps_cpu_real_out_of_the_pape
             "end to end in pase; frozen vectors of minilm in the others.")
     assert line in t1
     t4 = (Path("reports/tables") / "table4.md").read_text()
-    assert "text: minilm, fine-tuned end to end in pase-T, pase." in t4
+    assert "text: minilm, fine-tuned end to end in pase, pase-T." in t4
     summary = Path("reports/README.md").read_text()
     assert "Profile: cpu-real" in summary and "The cpu-real profile" in summary
+    assert ("Text encoder: minilm, fine-tuned end to end by the methods whose row says so; "
+            "frozen vectors for the others (minilm)") in summary
     assert "| PaSE (pase) | rerun here | " in t1 and "84.14 ± 0.24" in t1  # (84.31 + 83.97) / 2
     pase_pub = paper.TABLE1.row("pase").values["mosi"]
     import csv

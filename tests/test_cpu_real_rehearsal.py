@@ -43,13 +43,17 @@ def test_every_stage_runs_to_a_report_that_names_the_profile_and_encoder(rehears
         assert f"Running stage '{stage}'" in exp.stdout, stage
     readme = (work / "reports" / "README.md").read_text()
     assert "Profile: cpu-real" in readme and "The cpu-real profile" in readme
+    assert "Text encoder: tiny-random-bert, fine-tuned end to end by the methods whose row" in readme
     assert "cpu_real.epochs=2" in readme and "cpu_real.text_encoder=tiny-random-bert" in readme
     assert "iemocap: the source has no raw text" in readme
     assert "| tfn | mosi | 0.001 | 32 | 0.1 | 64 | none | none | 2 | frozen |" in readme
     assert "| pase | mosi | text 3e-05 | 32 | 0.1 | 64 | none | none | 2 | fine-tuned |" in readme
     t1 = (work / "reports" / "tables" / "table1.md").read_text()
     assert ("Produced by profile cpu-real (not the paper's setting); text: tiny-random-bert, "
-            "fine-tuned end to end in pase, self_mm; frozen vectors of ") in t1
+            "fine-tuned end to end in pase, self_mm; frozen vectors of source features: MMSA") in t1
+    t2 = (work / "reports" / "tables" / "table2.md").read_text()  # IEMOCAP: no raw text
+    assert ("Produced by profile cpu-real (not the paper's setting); text: frozen vectors of "
+            "source features: MulT") in t2
     # real data: the paper's numbers sit beside ours, in their own rows only
     assert "| PaSE | published | 86.40/88.32 |" in t1 and "| PaSE (pase) | rerun here |" in t1
     metrics = json.loads((work / "reports" / "metrics.json").read_text())

@@ -122,10 +122,7 @@ def _settings(cfg: Config, runs: Runs, variants: list[str]) -> list[str]:
                      for ds in runs.datasets)
     return [
         f"- Data: {data}",
-        f"- Text encoder: {', '.join(encoders) or 'not recorded'}"
-        + ((" (fine-tuned by the methods whose row says so, frozen vectors for the others)"
-            if cfg.profile in ("paper", "cpu-real") else " (fine-tuned)") if cfg.text.finetune
-           else " (frozen, cached vectors)"),
+        _text_line(cfg, runs, variants, encoders),
         f"- Profile: {cfg.profile}" + ("" if cfg.profile == "paper" else
                                        " (not the paper's setting: see PAPER_PROFILE in pipeline/profiles.py)"),
         *_profile_lines(cfg, runs),
@@ -134,6 +131,25 @@ def _settings(cfg: Config, runs: Runs, variants: list[str]) -> list[str]:
         f"- Training devices: {', '.join(devices) or 'not recorded'}",
     ] + [f"- **WARNING** (params): {w}" for w in config_checks.warnings(cfg)] + (
         _method_settings_table(runs) if cfg.profile in ("paper", "cpu-real") else [])
+
+
+def _text_line(cfg: Config, runs: Runs, variants: list[str], encoders: list[str]) -> str:
+    """The text encoder(s): the one fine-tuned end to end (each run's `settings.text`) and the
+    frozen vectors read by the others (`text_encoder`, the embed stage's)."""
+    tuned, frozen = set(), set()
+    for r in (r for ds in runs.datasets for v in variants for r in runs.results(ds, v)):
+        s = r.get("settings") or {}
+        if "text" not in s.get("modalities", r.get("modalities", ["text"])):
+            continue
+        if s.get("text", {}).get("finetune"):
+            tuned.add(s["text"]["encoder"])
+        elif r.get("text_encoder") is not None:
+            frozen.add(str(r["text_encoder"]))
+    if not tuned:
+        return f"- Text encoder: {', '.join(encoders) or 'not recorded'} (frozen, cached vectors)"
+    return (f"- Text encoder: {', '.join(sorted(tuned))}, fine-tuned end to end"
+            + (" by the methods whose row says so" if cfg.profile in ("paper", "cpu-real") else "")
+            + (f"; frozen vectors for the others ({', '.join(sorted(frozen))})" if frozen else ""))
 
 
 def _profile_lines(cfg: Config, runs: Runs) -> list[str]:

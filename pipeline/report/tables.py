@@ -749,7 +749,7 @@ def provenance(runs: Runs, pairs) -> str:
     line = f"Produced by profile {', '.join(sorted(profiles)) or 'not recorded'}"
     if profiles - {"paper", "not recorded"}:
         line += " (not the paper's setting)"
-    parts = [f"{enc}, fine-tuned end to end in {', '.join(dict.fromkeys(vs))}"
+    parts = [f"{enc}, fine-tuned end to end in {', '.join(sorted(set(vs)))}"
              for enc, vs in sorted(tuned.items())]
     if frozen:
         parts.append(f"frozen vectors of {', '.join(sorted(frozen))}" + (" in the others" if tuned else ""))
