@@ -7,6 +7,9 @@
   a phase-2 (SGM) step vs a phase-1 step (bench_sgm.py): each in its own process;
 - the whole run, serial vs parallel seeds (bench_repro.py: `dvc repro` of the training part of
   one dataset x 4 variants with `train.workers: 1` and with the default, in a scratch clone);
+- the cpu-real profile's budget (bench_cpu_real.py) at a tenth of MOSI's real sizes (--quick: a
+  fiftieth) into bench_cpu_real_scaled.json: a smoke test of the measurement; the committed
+  real-size measurement, reports/bench_cpu_real.json, is made by hand (README "Performance");
 - the experiment matrix: training seconds per run, read from every run's timing.json under
   data/runs/ (so run `dvc repro` first), and the wall time / peak memory of the whole `dvc repro`
   when given (measure them with `/usr/bin/time -v dvc repro --force`).
@@ -67,6 +70,8 @@ def main(argv=None) -> dict:
         "sgm_step": run("bench_sgm.py", tmp / "bench_sgm.json", *quick_sgm),
         "whole_run": run("bench_repro.py", tmp / "bench_repro.json",
                          *(["--variants", "late_fusion", "pase"] if args.quick else [])),
+        "cpu_real_budget": run("bench_cpu_real.py", tmp / "bench_cpu_real_scaled.json",
+                               "--scale", "0.02" if args.quick else "0.1"),
         "matrix": matrix_timing(REPO / "data" / "runs"),
     }
     if args.repro_seconds is not None:
