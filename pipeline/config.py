@@ -239,7 +239,7 @@ DEFAULT_VARIANTS = ("pase", "pase-no_pcl", "pase-no_cal", "pase-no_sgm", "pase-n
 class PaperSizeConfig:
     """Size overrides of the paper profile: the only keys that change a `profile: paper` run
     without leaving the profile (a rehearsal on CPU, a short trial on a GPU). null: the profile's
-    value. They are refused under `profile: cpu`, where they would be inert."""
+    value. They are refused under any other profile, where they would be inert."""
 
     epochs: int | None = _range(1, default=None)  # instead of 200
     text_encoder: Literal["minilm", "bert-base-uncased", "tiny-random-bert"] | None = None
