@@ -101,8 +101,11 @@ def _cpu_real_profile() -> dict:
       default's 4 of 8, so that it acts on two epochs.
     - the optimizer is the trainer's Adam with weight decay 0, where the recipe used AdamW: with no
       weight decay the two are the same update; AdamW's default decoupled decay (0.01) would shrink
-      a weight by a factor (1 - lr * 0.01) per step: over 4 x 41 MOSI steps, 5e-5 at 3e-5 and
-      0.2 % at 1e-3, less than the seed-to-seed spread.
+      a weight by a factor (1 - lr * 0.01) per step: over 4 x 41 MOSI steps, by 5e-5 at 3e-5 (the
+      encoder) and by 0.16 % at 1e-3 (the rest).
+    - MAG-BERT (not in the default matrix) keeps its own output, BERT's [CLS] state with its
+      adaptation gate inside, as in its original code: `text.pooling` applies to the text
+      encoders of PaSE, CP+SL and Self-MM.
     - five seeds (`seeds` as shipped), where the recipe measured three.
     - synthetic data: the profile is for real data (refused by the preflight unless
       `cpu_real.allow_synthetic`); the synthetic scale is the paper's split sizes (1.0), so an

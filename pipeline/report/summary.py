@@ -186,6 +186,8 @@ def _method_settings_table(runs: Runs) -> list[str]:
                     t = s["train"]
                     parts = {k: v for k, v in (t.get("lr_parts") or {}).items() if v is not None}
                     lr = ", ".join(f"{k} {v:g}" for k, v in parts.items()) if parts else f"{t['lr']:g}"
+                    if parts and len(parts) < len(t["lr_parts"]):  # the parts left at train.lr
+                        lr += f", rest {t['lr']:g}"
                     clip = f"{t['grad_clip']:g} ({t['grad_clip_mode']})" if t.get("grad_clip") else "none"
                     rows[(s["model"], ds)] = (
                         f"| {s['model']} | {ds} | {lr} | {t['batch_size']} | {t['dropout']:g} | "
