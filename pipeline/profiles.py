@@ -103,8 +103,8 @@ def _cpu_real_profile() -> dict:
       weight decay the two are the same update; AdamW's default decoupled decay (0.01) would shrink
       a weight by a factor (1 - lr * 0.01) per step: over 4 x 41 MOSI steps, by 5e-5 at 3e-5 (the
       encoder) and by 0.16 % at 1e-3 (the rest).
-    - MAG-BERT (not in the default matrix) keeps its own output, BERT's [CLS] state with its
-      adaptation gate inside, as in its original code: `text.pooling` applies to the text
+    - MAG-BERT (not in the default matrix) keeps its own output, BERT's pooled [CLS] state with
+      its adaptation gate inside, as in its original code: `text.pooling` applies to the text
       encoders of PaSE, CP+SL and Self-MM.
     - five seeds (`seeds` as shipped), where the recipe measured three.
     - synthetic data: the profile is for real data (refused by the preflight unless
