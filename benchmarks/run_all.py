@@ -10,6 +10,9 @@
 - the default `dvc repro` on a fresh clone (bench_default_run.py, ~8 min: run with
   `--default-run`, otherwise the last reports/bench_default_run.json is copied in): wall time,
   CPU percentage with the look-ahead pool's, peak memory;
+- the cpu-real profile's budget (bench_cpu_real.py) at a tenth of MOSI's real sizes (--quick: a
+  fiftieth) into bench_cpu_real_scaled.json: a smoke test of the measurement; the committed
+  real-size measurement, reports/bench_cpu_real.json, is made by hand (README "Performance");
 - the experiment matrix: training seconds per run, read from every run's timing.json under
   data/runs/ (so run `dvc repro` first).
 `--quick` shortens each benchmark (fewer videos, steps, rows) for a smoke test.
@@ -67,6 +70,8 @@ def main(argv=None) -> dict:
         "sgm_step": run("bench_sgm.py", tmp / "bench_sgm.json", *quick_sgm),
         "whole_run": run("bench_repro.py", tmp / "bench_repro.json",
                          *(["--variants", "late_fusion", "pase"] if args.quick else [])),
+        "cpu_real_budget": run("bench_cpu_real.py", tmp / "bench_cpu_real_scaled.json",
+                               "--scale", "0.02" if args.quick else "0.1"),
         "matrix": matrix_timing(REPO / "data" / "runs"),
     }
     default_run = REPO / "reports" / "bench_default_run.json"

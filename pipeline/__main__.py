@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", default=None, help="default: one line per method")
     p.add_argument("--dataset", choices=DATASETS, default="mosei",
                    help="whose row of the paper profile's per-method table (default: mosei)")
-    p.add_argument("--profile", choices=("cpu", "paper"), default=None, help="default: params.yaml's")
+    p.add_argument("--profile", choices=("cpu", "paper", "cpu-real"), default=None, help="default: params.yaml's")
     p.add_argument("--dims", default=None,
                    help="input sizes, e.g. text=768,audio=74,vision=35 (default: the width of the "
                         "profile's text encoder, MiniLM 384 or BERT-base 768; COVAREP audio 74; "

@@ -21,8 +21,9 @@ import yaml
 
 from pipeline import config_checks
 from pipeline.errors import ConfigError
-# What `profile: paper` fixes and how it meets params.yaml (re-exported: one import for users)
-from pipeline.profiles import CPU_PROFILE, PAPER_PROFILE, _merge, resolve_profile  # noqa: F401
+# What the profiles fix and how they meet params.yaml (re-exported: one import for users)
+from pipeline.profiles import (CPU_PROFILE, CPU_REAL_PROFILE, PAPER_PROFILE, _merge,  # noqa: F401
+                               resolve_profile)
 
 PARAMS_FILE = Path("params.yaml")
 CMU_SERVER = "http://immortal.multicomp.cs.cmu.edu"
@@ -106,6 +107,9 @@ class DataConfig:
 class TextConfig:
     encoder: Literal["minilm", "bert-base-uncased", "tiny-random-bert"] = "minilm"
     finetune: bool = False  # True: fine-tune the encoder end to end (GPU); False: frozen cached vectors
+    # the fine-tuned encoder's utterance vector: its [CLS] state, or the mean over its tokens
+    # (profile cpu-real: MiniLM is a mean-pooled sentence encoder). Inert with frozen vectors.
+    pooling: Literal["cls", "mean"] = "cls"
     max_tokens: int = _range(8, 512, default=96)
     batch_size: int = _range(1, default=64)
 
@@ -238,7 +242,7 @@ DEFAULT_VARIANTS = ("pase", "pase-no_pcl", "pase-no_cal", "pase-no_sgm", "pase-n
 class PaperSizeConfig:
     """Size overrides of the paper profile: the only keys that change a `profile: paper` run
     without leaving the profile (a rehearsal on CPU, a short trial on a GPU). null: the profile's
-    value. They are refused under `profile: cpu`, where they would be inert."""
+    value. They are refused under any other profile, where they would be inert."""
 
     epochs: int | None = _range(1, default=None)  # instead of 200
     text_encoder: Literal["minilm", "bert-base-uncased", "tiny-random-bert"] | None = None
@@ -247,8 +251,15 @@ class PaperSizeConfig:
 
 
 @dataclass
+class CpuRealSizeConfig(PaperSizeConfig):
+    """The same size overrides for `profile: cpu-real` (its `cpu_real:` section), refused under
+    any other profile. `allow_synthetic` opts in to synthetic data (the profile is for real data)."""
+
+
+@dataclass
 class Config:
-    profile: Literal["cpu", "paper"] = "cpu"
+    # cpu: params.yaml as written; paper / cpu-real: pipeline/profiles.py
+    profile: Literal["cpu", "paper", "cpu-real"] = "cpu"
     datasets: list[Literal["mosi", "mosei", "iemocap"]] = field(
         default_factory=lambda: ["mosi", "mosei", "iemocap"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
@@ -271,6 +282,7 @@ class Config:
     mmpareto: MmparetoConfig = field(default_factory=MmparetoConfig)
     cp: CpConfig = field(default_factory=CpConfig)
     paper: PaperSizeConfig = field(default_factory=PaperSizeConfig)
+    cpu_real: CpuRealSizeConfig = field(default_factory=CpuRealSizeConfig)
     # Constructor arguments of the model; the paper profile fills them from the method's row of
     # pipeline/method_settings.py (recorded in every run's metrics.json)
     model_args: dict = field(default_factory=dict)

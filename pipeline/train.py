@@ -95,6 +95,8 @@ def build_model(cfg: Config, dims: dict[str, int], task: str, bert_factory=load_
                 raise ConfigError(f"model: {cfg.model!r} adapts BERT's layers, so it needs "
                                   "text.finetune: true (the GPU profile)")
             kw["bert"] = bert
+            if "bert_if_finetuned" in needs:  # PaSE's text encoder (MAG-BERT reads [CLS] itself)
+                kw["text_pooling"] = cfg.text.pooling
         if "task" in needs:
             kw["task"] = task
         if "n_train" in needs:

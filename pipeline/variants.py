@@ -49,7 +49,8 @@ def not_applicable(variant: str, task: str) -> str | None:
 
 def variant_config(cfg: Config, variant: str, dataset: str | None = None) -> Config:
     """`cfg` (already resolved) with the variant's overrides; under the paper profile, then the
-    row of pipeline/method_settings.py for the variant's model on `dataset` (None: MOSEI's)."""
+    row of pipeline/method_settings.py for the variant's model on `dataset` (None: MOSEI's);
+    under cpu-real, only the row's `finetune_bert` (pipeline/profiles.py, `cpu_real_rule`)."""
     if variant not in VARIANTS:
         raise ConfigError(f"variant {variant!r} is unknown; allowed: {', '.join(VARIANTS)}")
     # No variant touches a key a profile fixes.
@@ -60,4 +61,8 @@ def variant_config(cfg: Config, variant: str, dataset: str | None = None) -> Con
         raw = _merge(raw, {"train": r["train"]})
         raw["model_args"] = dict(r["model_args"])
         raw["text"]["finetune"] = r["finetune_bert"]
+    elif cfg.profile == "cpu-real":
+        from pipeline.method_settings import SETTINGS
+        from pipeline.profiles import cpu_real_rule
+        raw = cpu_real_rule(raw, SETTINGS[raw["model"]]["finetune_bert"])
     return config_from_dict(raw, resolved=True)

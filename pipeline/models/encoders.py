@@ -7,7 +7,9 @@
   pooling: ~20x cheaper than the LSTM on a CPU (no sequential steps), the CPU default's choice.
 - `TextEncoder`: on the CPU default the frozen, cached word vectors of the embed stage go through
   a `SequenceEncoder`; on the paper profile (`text.finetune: true`) a BERT model is fine-tuned end
-  to end from the token ids (`text_bert`) and its [CLS] state is projected to `hidden`.
+  to end from the token ids (`text_bert`) and its [CLS] state (`text.pooling: cls`) or the mean
+  of its token states (`mean`, the cpu-real profile's: MiniLM is a mean-pooled sentence encoder)
+  is projected to `hidden`.
 """
 from __future__ import annotations
 
@@ -54,30 +56,45 @@ class ConvEncoder(nn.Module):
 SEQUENCE_ENCODERS = {"lstm": SequenceEncoder, "conv": ConvEncoder}
 
 
-class BertTextEncoder(nn.Module):
-    """Fine-tuned BERT ([CLS] state) -> hidden. `bert` is a transformers BertModel-like module."""
+POOLINGS = ("cls", "mean")
 
-    def __init__(self, bert: nn.Module, hidden: int, dropout: float = 0.1):
+
+class BertTextEncoder(nn.Module):
+    """Fine-tuned BERT -> hidden. `bert` is a transformers BertModel-like module; `pooling`:
+    its [CLS] state, or the mean of its states over the tokens of the attention mask ([CLS] and
+    [SEP] included, as sentence-transformers pools MiniLM)."""
+
+    def __init__(self, bert: nn.Module, hidden: int, dropout: float = 0.1, pooling: str = "cls"):
         super().__init__()
-        self.bert = bert
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r}: allowed {POOLINGS}")
+        self.bert, self.pooling = bert, pooling
         self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(bert.config.hidden_size, hidden))
 
     def forward(self, text_bert: torch.Tensor) -> torch.Tensor:
-        ids, mask, types = text_bert[:, 0].long(), text_bert[:, 1].long(), text_bert[:, 2].long()
+        # Columns past the batch's longest utterance are padding in every row (masked out of
+        # attention and of the mean): cut, the encoder's cost follows the real lengths, not
+        # text.max_tokens (on a CPU, 2-4x less for MOSI's short utterances).
+        longest = max(int(text_bert[:, 1].sum(-1).max()), 1)
+        tb = text_bert[:, :, :longest].long()
+        ids, mask, types = tb[:, 0], tb[:, 1], tb[:, 2]
         h = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
-        return self.out(h[:, 0])
+        if self.pooling == "cls":
+            return self.out(h[:, 0])
+        m = mask.to(h.dtype)[..., None]
+        return self.out((h * m).sum(1) / m.sum(1).clamp_min(1))
 
 
 class ModalityEncoders(nn.Module):
     """One encoder per modality; `forward(batch)` -> {modality: (B, hidden)}."""
 
     def __init__(self, dims: dict[str, int], hidden: int, dropout: float = 0.1,
-                 bert: nn.Module | None = None, kind: str = "lstm"):
+                 bert: nn.Module | None = None, kind: str = "lstm", pooling: str = "cls"):
         super().__init__()
         self.encoders = nn.ModuleDict()
         for m, d in dims.items():
             if m == "text" and bert is not None:
-                self.encoders[m] = BertTextEncoder(bert, hidden, dropout)
+                self.encoders[m] = BertTextEncoder(bert, hidden, dropout, pooling)
             else:
                 self.encoders[m] = SEQUENCE_ENCODERS[kind](d, hidden, dropout)
 

@@ -58,7 +58,8 @@ class PaSE(MultimodalModel):
                  pcl: bool = True, cal: bool = True, gamma: float = 0.98, tau: float = 0.1,
                  neutral_band: float = 0.5, cal_reg: float = 0.01, cal_alpha: float = 0.1,
                  cal_beta: float = 0.05, cal_iter: int = 100, mu: float = 0.1, bert=None,
-                 aux_heads: bool = False, aux_detach: bool = True, encoder: str = "lstm"):
+                 aux_heads: bool = False, aux_detach: bool = True, encoder: str = "lstm",
+                 text_pooling: str = "cls"):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion {fusion!r}: allowed {FUSIONS}")
@@ -68,7 +69,8 @@ class PaSE(MultimodalModel):
         self.gamma, self.tau, self.neutral_band, self.mu = gamma, tau, neutral_band, mu
         self.cal_kw = dict(reg=cal_reg, alpha=cal_alpha, beta=cal_beta, n_iter=cal_iter)
         M = len(self.modalities)
-        self.encoders = ModalityEncoders(dims, hidden, dropout, bert=bert, kind=encoder).encoders
+        self.encoders = ModalityEncoders(dims, hidden, dropout, bert=bert, kind=encoder,
+                                         pooling=text_pooling).encoders
         # Prototypes are running averages (buffers), saved with the model and used at test time.
         self.register_buffer("prototypes", torch.zeros(M, n_classes, hidden))
         self.register_buffer("seen", torch.zeros(n_classes, dtype=torch.bool))
@@ -194,4 +196,4 @@ def build(dims, out_dim, task, cfg, bert=None) -> PaSE:
                 cal_alpha=cfg.cal.alpha, cal_beta=cfg.cal.beta, cal_iter=cfg.cal.n_iter,
                 mu=cfg.loss.mu, bert=bert, aux_heads=cfg.balancer in ("ogm_ge", "mmpareto"),
                 aux_detach=cfg.balancer != "mmpareto",
-                encoder=cfg.train.encoder)
+                encoder=cfg.train.encoder, text_pooling=cfg.text.pooling)

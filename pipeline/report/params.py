@@ -42,13 +42,9 @@ def count_variant(cfg: Config, variant: str, profile: str | None, dims: str | No
         # Count under the other profile: its own values, not this file's (no conflict check).
         raw = as_dict(cfg)
         raw["profile"] = profile
-        raw["paper"] = {}
-        if profile == "cpu":
-            from pipeline.config import CPU_PROFILE, _merge
-            raw = _merge(raw, CPU_PROFILE)
-        else:
-            from pipeline.config import PAPER_PROFILE, _merge
-            raw = _merge(raw, PAPER_PROFILE)
+        raw["paper"], raw["cpu_real"] = {}, {}
+        from pipeline.profiles import CPU_PROFILE, PROFILES, _merge
+        raw = _merge(raw, CPU_PROFILE if profile == "cpu" else PROFILES[profile])
         cfg = config_from_dict(raw, resolved=True)
     vcfg = variant_config(cfg, variant, dataset)
     dims = dims or default_dims(vcfg)

@@ -23,7 +23,8 @@ import numpy as np
 
 from pipeline import paths
 from pipeline import config_checks
-from pipeline.config import Config, as_dict
+from pipeline.config import Config
+from pipeline.profiles import size_overrides
 from pipeline.data.schema import IEMOCAP_EMOTIONS
 from pipeline.data.store import write_atomic
 from pipeline.errors import DataError
@@ -121,10 +122,7 @@ def _settings(cfg: Config, runs: Runs, variants: list[str]) -> list[str]:
                      for ds in runs.datasets)
     return [
         f"- Data: {data}",
-        f"- Text encoder: {', '.join(encoders) or 'not recorded'}"
-        + ((" (fine-tuned by the methods whose row says so, frozen vectors for the others)"
-            if cfg.profile == "paper" else " (fine-tuned)") if cfg.text.finetune
-           else " (frozen, cached vectors)"),
+        _text_line(cfg, runs, variants, encoders),
         f"- Profile: {cfg.profile}" + ("" if cfg.profile == "paper" else
                                        " (not the paper's setting: see PAPER_PROFILE in pipeline/profiles.py)"),
         *_profile_lines(cfg, runs),
@@ -132,20 +130,45 @@ def _settings(cfg: Config, runs: Runs, variants: list[str]) -> list[str]:
         f"- Variants: {', '.join(variants)}",
         f"- Training devices: {', '.join(devices) or 'not recorded'}",
     ] + [f"- **WARNING** (params): {w}" for w in config_checks.warnings(cfg)] + (
-        _method_settings_table(runs) if cfg.profile == "paper" else [])
+        _method_settings_table(runs) if cfg.profile in ("paper", "cpu-real") else [])
+
+
+def _text_line(cfg: Config, runs: Runs, variants: list[str], encoders: list[str]) -> str:
+    """The text encoder(s): the one fine-tuned end to end (each run's `settings.text`) and the
+    frozen vectors read by the others (`text_encoder`, the embed stage's)."""
+    tuned, frozen = set(), set()
+    for r in (r for ds in runs.datasets for v in variants for r in runs.results(ds, v)):
+        s = r.get("settings") or {}
+        if "text" not in s.get("modalities", r.get("modalities", ["text"])):
+            continue
+        if s.get("text", {}).get("finetune"):
+            tuned.add(s["text"]["encoder"])
+        elif r.get("text_encoder") is not None:
+            frozen.add(str(r["text_encoder"]))
+    if not tuned:
+        return f"- Text encoder: {', '.join(encoders) or 'not recorded'} (frozen, cached vectors)"
+    return (f"- Text encoder: {', '.join(sorted(tuned))}, fine-tuned end to end"
+            + (" by the methods whose row says so" if cfg.profile in ("paper", "cpu-real") else "")
+            + (f"; frozen vectors for the others ({', '.join(sorted(frozen))})" if frozen else ""))
 
 
 def _profile_lines(cfg: Config, runs: Runs) -> list[str]:
-    """The paper profile's specifics: per-method settings, size overrides, per-dataset notes."""
+    """The paper and cpu-real profiles' specifics: settings, size overrides, per-dataset notes."""
     lines = []
     if cfg.profile == "paper":
         lines.append("- The paper profile: each method at its own published or MMSA-config settings "
                      "(pipeline/method_settings.py; what ran is each run's metrics.json `settings`)")
-        size = {k: v for k, v in as_dict(cfg.paper).items() if v not in (None, False)}
-        if size:
-            lines.append("- Size overrides of the paper profile: "
-                         + ", ".join(f"paper.{k}={v}" for k, v in size.items())
-                         + " (a rehearsal at reduced size, not the paper's run)")
+    if cfg.profile == "cpu-real":
+        lines.append("- The cpu-real profile: real data on a CPU; the bundled MiniLM (not the "
+                     "paper's BERT-base) fine-tuned end to end by the methods that fine-tune text, "
+                     "at its own learning rate; every other setting the same for every method "
+                     "(CPU_REAL_PROFILE in pipeline/profiles.py). Its numbers are \"rerun here\" "
+                     "rows: the \"published\" rows are the paper's own")
+    size = size_overrides(cfg)
+    if size:
+        lines.append(f"- Size overrides of the {cfg.profile} profile: "
+                     + ", ".join(f"{k}={v}" for k, v in size.items())
+                     + " (a rehearsal at reduced size, not the profile's run)")
     notes = sorted({n for rs in runs.raw.values() for runs_ in rs.values() for r in runs_
                     for n in r.get("notes", [])})
     lines += [f"- Note: {n}" for n in notes]
@@ -163,6 +186,8 @@ def _method_settings_table(runs: Runs) -> list[str]:
                     t = s["train"]
                     parts = {k: v for k, v in (t.get("lr_parts") or {}).items() if v is not None}
                     lr = ", ".join(f"{k} {v:g}" for k, v in parts.items()) if parts else f"{t['lr']:g}"
+                    if parts and len(parts) < len(t["lr_parts"]):  # the parts left at train.lr
+                        lr += f", rest {t['lr']:g}"
                     clip = f"{t['grad_clip']:g} ({t['grad_clip_mode']})" if t.get("grad_clip") else "none"
                     rows[(s["model"], ds)] = (
                         f"| {s['model']} | {ds} | {lr} | {t['batch_size']} | {t['dropout']:g} | "

@@ -729,12 +729,45 @@ def _duration(m: float, s: float) -> str:
     return body if not math.isfinite(s) else f"{m / d:.2f} ± {s / d:.2f} {u}"
 
 
+def provenance(runs: Runs, pairs) -> str:
+    """Which profile and text encoder produced the runs of (dataset, variant) `pairs`, from their
+    metrics.json: the profile (`settings.profile`), and per run with text the encoder it
+    fine-tuned end to end (`settings.text`) or the frozen vectors it read (`text_encoder`, the
+    embed stage's). A profile other than paper is said not to be the paper's setting: its numbers
+    are "rerun here" rows, never "published" ones (those come from pipeline/report/paper.py only)."""
+    profiles, tuned, frozen = set(), {}, set()
+    for ds, v in pairs:
+        for r in runs.results(ds, v):
+            s = r.get("settings") or {}
+            profiles.add(s.get("profile", "not recorded"))
+            if "text" not in s.get("modalities", r.get("modalities", ["text"])):
+                continue
+            if (s.get("text") or {}).get("finetune"):
+                tuned.setdefault(s["text"]["encoder"], []).append(v)
+            elif r.get("text_encoder"):
+                frozen.add(str(r["text_encoder"]))
+    line = f"Produced by profile {', '.join(sorted(profiles)) or 'not recorded'}"
+    if profiles - {"paper", "not recorded"}:
+        line += " (not the paper's setting)"
+    parts = [f"{enc}, fine-tuned end to end in {', '.join(sorted(set(vs)))}"
+             for enc, vs in sorted(tuned.items())]
+    if frozen:
+        parts.append(f"frozen vectors of {', '.join(sorted(frozen))}" + (" in the others" if tuned else ""))
+    return f"{line}; text: {'; '.join(parts) or 'not recorded'}."
+
+
 def build_tables(runs: Runs, seeds: list[int], n_boot: int = 1000, boot_seed: int = 0) -> list[Table]:
     from pipeline.report.diagnostics import oracle_table, probe_table
     b = Builder(runs, n_boot, boot_seed)
     out = [f(b, seeds) for f in (table1, table2, table3, table4, efficiency, oracle_table,
                                  probe_table)]
-    return [t for t in out if t is not None]
+    out = [t for t in out if t is not None]
+    for t in out:  # each table says which profile and text encoder produced its rows
+        pairs = dict.fromkeys((r["dataset"], r["variant"]) for r in t.records
+                              if r["run"] == RERUN and r.get("variant"))
+        if pairs:
+            t.intro.insert(0, provenance(runs, pairs))
+    return out
 
 
 # ---------------------------------------------------------------- rendering

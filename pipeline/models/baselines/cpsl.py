@@ -145,11 +145,12 @@ def _mlp(hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
 class CPSL(MultimodalModel):
     def __init__(self, dims: dict[str, int], out_dim: int, hidden: int = 64, dropout: float = 0.1,
                  bert: nn.Module | None = None, aux_weight: float = 0.5, sl_weight: float = 0.1,
-                 sl_unimodal: float = 0.0, recon_weight: float = 0.0, encoder: str = "lstm"):
+                 sl_unimodal: float = 0.0, recon_weight: float = 0.0, encoder: str = "lstm",
+                 text_pooling: str = "cls"):
         super().__init__()
         self.modalities = ordered_modalities(dims, "CP+SL")
         base = ModalityEncoders({m: dims[m] for m in self.modalities}, hidden, dropout, bert,
-                                kind=encoder).encoders  # train.encoder, as PaSE's
+                                kind=encoder, pooling=text_pooling).encoders  # train.encoder, as PaSE's
         self.encoders = nn.ModuleDict({m: AdaptiveEncoder(base[m], hidden) for m in self.modalities})
         self.fusion = GatedFusion(self.modalities, hidden)
         self.head = _mlp(hidden, out_dim, dropout)
@@ -186,8 +187,9 @@ class CPSL(MultimodalModel):
 def build(dims: dict[str, int], out_dim: int, hidden: int = 64, dropout: float = 0.1, *,
           bert: nn.Module | None = None, n_train: int | None = None, aux_weight: float = 0.5,
           sl_weight: float = 0.1, sl_unimodal: float = 0.0, recon_weight: float = 0.0,
-          encoder: str = "lstm") -> CPSL:
+          encoder: str = "lstm", text_pooling: str = "cls") -> CPSL:
     """The CP+SL model (regression or IEMOCAP). `n_train` is unused; CP is pipeline/balancers/cp.py."""
     return CPSL(dims, out_dim, hidden, dropout, bert=bert, aux_weight=aux_weight, sl_weight=sl_weight,
-                sl_unimodal=sl_unimodal, recon_weight=recon_weight, encoder=encoder)
+                sl_unimodal=sl_unimodal, recon_weight=recon_weight, encoder=encoder,
+                text_pooling=text_pooling)
 

@@ -71,7 +71,7 @@ EPS = 1e-8
 class SelfMM(MultimodalModel):
     def __init__(self, dims: dict[str, int], n_train: int, hidden: int = 64, dropout: float = 0.1,
                  bert: nn.Module | None = None, warmup_epochs: int = 1, H: float = 3.0,
-                 exclude_zero: bool = True, encoder: str = "lstm"):
+                 exclude_zero: bool = True, encoder: str = "lstm", text_pooling: str = "cls"):
         super().__init__()
         self.modalities = ordered_modalities(dims, "Self-MM", minimum=1)
         if int(n_train) <= 0:
@@ -80,7 +80,7 @@ class SelfMM(MultimodalModel):
         self.H, self.exclude_zero = float(H), bool(exclude_zero)
         # audio/vision (and frozen text) sequence encoders: train.encoder, as PaSE's (equal footing)
         self.encoders = ModalityEncoders({m: dims[m] for m in self.modalities}, hidden, dropout, bert,
-                                         kind=encoder).encoders
+                                         kind=encoder, pooling=text_pooling).encoders
         post_f, post_u = hidden, max(hidden // 2, 1)
         d_cat = hidden * len(self.modalities)
         self.fusion_1 = nn.Sequential(nn.Dropout(dropout), nn.Linear(d_cat, post_f), nn.ReLU())
@@ -208,7 +208,8 @@ class SelfMM(MultimodalModel):
 
 def build(dims: dict[str, int], out_dim: int, hidden: int = 64, dropout: float = 0.1, *,
           n_train: int | None = None, bert: nn.Module | None = None, warmup_epochs: int = 1,
-          H: float = 3.0, exclude_zero: bool = True, encoder: str = "lstm") -> SelfMM:
+          H: float = 3.0, exclude_zero: bool = True, encoder: str = "lstm",
+          text_pooling: str = "cls") -> SelfMM:
     """Self-MM for regression. `n_train`: size of the training split (the label buffers)."""
     if out_dim != 1:
         raise ValueError(f"Self-MM is a regression model (out_dim 1); got out_dim {out_dim} (IEMOCAP's "
@@ -218,4 +219,4 @@ def build(dims: dict[str, int], out_dim: int, hidden: int = 64, dropout: float =
         raise ValueError("Self-MM needs n_train= (the number of training samples) to size its per-sample "
                          "label buffers")
     return SelfMM(dims, n_train, hidden, dropout, bert=bert, warmup_epochs=warmup_epochs, H=H,
-                  exclude_zero=exclude_zero, encoder=encoder)
+                  exclude_zero=exclude_zero, encoder=encoder, text_pooling=text_pooling)
