@@ -239,6 +239,7 @@ class Pool:
         import multiprocessing
 
         # imported once here, not in every forked seed process (the optimizer's and the metrics')
+        import dvclive  # noqa: F401
         import sklearn.metrics  # noqa: F401
         import torch._dynamo  # noqa: F401
 
