@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             configure(cfg)
         elif args.stage == "train":
             from pipeline.effective import check_file
-            from pipeline.train import train_variant
+            from pipeline.train_stage import train_variant  # no torch unless it trains
             from pipeline.variants import variant_config
             # the stage depends on data/configs/<dataset>/<variant>.json: it must be what runs
             check_file(variant_config(cfg, args.variant, args.dataset), args.dataset, args.variant)

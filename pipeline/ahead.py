@@ -12,7 +12,7 @@ process for the workspace, which keeps `train.workers` seed processes busy:
    LOOKAHEAD stages whose outputs are missing or were made under other code, parameters or
    inputs (each seed's metrics.json records its `run_key`).
 
-A seed is trained exactly as the stage would train it (`train.run_config`, `train.train_seed`, in
+A seed is trained exactly as the stage would train it (`train_stage.run_config`, `train.train_seed`, in
 a process of its own from its own seed) and kept where an interrupted stage keeps its finished
 seeds (pipeline/resume.py: data/checkpoints/<run>-<hash of code, parameters, inputs>/done). The
 stage restores it from there, byte for byte what it would have trained itself
@@ -352,6 +352,7 @@ class Pool:
     def _compute_plan(self, ds: str, variant: str):
         from pipeline import effective
         from pipeline.data.store import verify_inputs
+        from pipeline import train_stage
         from pipeline.errors import PipelineError
         from pipeline.variants import variant_config
         cfg = self._cfg()
@@ -364,7 +365,7 @@ class Pool:
             if self.verified.get(ds) != stamp:  # checksums once a dataset (1.4 s for MOSEI's)
                 verify_inputs(*inputs)
                 self.verified[ds] = stamp
-            vcfg, notes, reason = self.train.run_config(cfg, ds, variant)
+            vcfg, notes, reason = train_stage.run_config(cfg, ds, variant)
         except (PipelineError, OSError, KeyError, ValueError) as e:
             log.info("%s/%s: not trained ahead (%s)", ds, variant, e)
             return None

@@ -29,8 +29,6 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
 import pipeline
 from pipeline import paths
 from pipeline.config import Config, as_dict, fingerprint
@@ -40,7 +38,8 @@ from pipeline.data.store import _raise_if_disk_full, atomic_path, remove_temp_fi
 log = logging.getLogger(__name__)
 
 # The train stage's code deps in dvc.yaml (tests/test_reliability_resume.py checks they agree).
-CODE_DEPS = ("pipeline/train.py", "pipeline/resume.py", "pipeline/effective.py", "pipeline/variants.py",
+CODE_DEPS = ("pipeline/train.py", "pipeline/train_stage.py", "pipeline/resume.py",
+             "pipeline/effective.py", "pipeline/variants.py",
              "pipeline/config.py", "pipeline/profiles.py", "pipeline/method_settings.py",
              "pipeline/precision.py", "pipeline/models", "pipeline/balancers",
              "pipeline/metrics.py",
@@ -137,6 +136,7 @@ def _diff(old, new, prefix="") -> list[str]:
 # ------------------------------------------------------------------ checkpoints
 
 def save_checkpoint(path: Path, model, optim, state: dict) -> None:
+    import torch  # here: a stage that only restores finished seeds never imports torch
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk is an OSError
         torch.save({"model": model.state_dict(), "optim": optim.state_dict(),
                     "torch_rng": torch.get_rng_state(), "state": state}, f)
@@ -147,6 +147,7 @@ def load_checkpoint(path: Path, model, optim, device) -> dict | None:
     is no checkpoint or it cannot be used (then it is set aside and the seed starts afresh)."""
     if not path.exists():
         return None
+    import torch
     try:
         saved = torch.load(path, map_location=device, weights_only=False)
         _check(saved, model, optim)
@@ -164,6 +165,7 @@ def load_checkpoint(path: Path, model, optim, device) -> dict | None:
 
 def _check(saved, model, optim) -> None:
     """Everything load_checkpoint applies, checked first, so a bad file changes nothing."""
+    import torch
     if not isinstance(saved, dict) or not {"model", "optim", "torch_rng", "state"} <= set(saved):
         raise ValueError("not a checkpoint of this trainer (keys missing)")
     mine = model.state_dict()

@@ -1,6 +1,7 @@
 """The training loop: one file, read top to bottom.
 
-`train_variant` runs one (dataset, variant) over every seed in params.yaml. Each seed:
+`train_variant` (the stage around this loop: pipeline/train_stage.py) runs one (dataset, variant)
+over every seed in params.yaml. Each seed:
 seed everything -> build the model -> epochs of (train, validate, checkpoint) -> load the epoch
 with the best validation score -> predict the test split once -> score it. The test labels are
 read only after the predictions exist.
@@ -19,11 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import json
 import logging
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -33,17 +32,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import effective, paths, resume
+from pipeline import paths, resume
 from pipeline.config import Config, as_dict
 from pipeline.data.schema import IEMOCAP_EMOTIONS
-from pipeline.data.store import (StoreDataset, atomic_path, read_attrs, read_strings, verify_inputs,
-                                  write_atomic)
+from pipeline.data.store import (StoreDataset, atomic_path, read_attrs, read_strings, write_atomic)
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.metrics import iemocap_metrics, regression_metrics, selection_score
 from pipeline.models.base import Balancer, count_parameters, out_dim_for, task_loss
 from pipeline.precision import fp32_recurrent
-from pipeline.profiles import effective_settings, text_rule
-from pipeline.variants import not_applicable, variant_config
+from pipeline.profiles import effective_settings
 
 log = logging.getLogger(__name__)
 
@@ -459,69 +456,6 @@ def _write_predictions(path: Path, data: StoreDataset, outputs: np.ndarray, labe
                 w.writerow([i] + [f"{s:.6f}" for s in lg[:, 1] - lg[:, 0]] + [int(v) for v in y])
 
 
-def run_config(cfg: Config, dataset: str, variant: str) -> tuple[Config, tuple[str, ...], str | None]:
-    """What one (dataset, variant) trains: its config (guarded: only the keys of its data/configs
-    file can be read; scheduling keys set to one value, so no output depends on them), the notes
-    its runs carry, and the reason it is not applicable (None when it is)."""
-    vcfg = variant_config(cfg, variant, dataset)
-    reason = not_applicable(variant, read_attrs(paths.aligned_store(dataset))["task"])
-    vcfg, note = text_rule(vcfg, dataset)
-    vcfg = effective.guarded(vcfg, effective.read_by(vcfg))  # reading anything else stops the run
-    from pipeline.models.baselines import NEEDS
-    if note and "bert" in NEEDS.get(vcfg.model, ()):
-        reason = reason or (f"{vcfg.model} fine-tunes BERT's layers and {dataset}'s source has no "
-                            "raw text to tokenise")
-    # workers and ahead only schedule the seeds: no output may depend on them (model.pt, metrics)
-    vcfg = dataclasses.replace(vcfg, train=dataclasses.replace(vcfg.train, workers=None, ahead=True))
-    return vcfg, (note,) if note else (), reason
-
-
-def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
-    resolve_device(variant_config(cfg, variant, dataset).train.device)  # fail before any work
-    paths.run_dir(dataset, variant).mkdir(parents=True, exist_ok=True)
-    verify_inputs(paths.aligned_store(dataset), paths.text_features(dataset))  # checksums
-    vcfg, notes, reason = run_config(cfg, dataset, variant)
-    if reason:  # every seed says so, and the tables print n/a
-        results = []
-        paths.curves_dir(dataset, variant, 0).parent.mkdir(parents=True, exist_ok=True)  # no curves
-        for s in vcfg.seeds:
-            d = paths.seed_dir(dataset, variant, s)
-            d.mkdir(parents=True, exist_ok=True)
-            r = {"dataset": dataset, "variant": variant, "seed": s, "status": "not applicable",
-                 "reason": reason}
-            write_atomic(d / "metrics.json", json.dumps(r, indent=2, sort_keys=True) + "\n")
-            results.append(r)
-        log.warning("%s/%s: not applicable (%s)", dataset, variant, reason)
-        return results
-    for note in notes:
-        log.warning("%s", note)
-    workers = cfg.train.workers or default_workers(vcfg)
-    results = {s: _finished_seed(vcfg, dataset, variant, s) for s in vcfg.seeds}
-    todo = [s for s in vcfg.seeds if results[s] is None]
-    if todo and cfg.train.ahead:  # under dvc repro: the pool trains them (pipeline/ahead.py)
-        from pipeline import ahead
-        results.update(ahead.from_pool(vcfg, dataset, variant, todo))
-        todo = [s for s in vcfg.seeds if results[s] is None]
-    if min(workers, len(todo)) <= 1:
-        for s in todo:
-            results[s] = train_seed(vcfg, dataset, variant, s, paths.seed_dir(dataset, variant, s),
-                                    notes=notes)
-    elif todo:
-        results.update(_train_seeds_in_processes(vcfg, dataset, variant, todo, notes,
-                                                 min(workers, len(todo))))
-    resume.clean(dataset, variant)  # every seed is in the outputs now
-    return [results[s] for s in vcfg.seeds]
-
-
-def default_workers(cfg: Config) -> int:
-    """train.workers: null. On CPU, the usable cores (each seed process runs num_threads torch
-    threads, 1 by default). On a GPU, one process per usable core as well: each process needs a
-    core to feed its card, and the CPU profile's models take a few hundred MiB each, so cores run
-    out long before GPU memory (benchmarks/bench_gpu.py projects a paper-size run's memory; set
-    train.workers where that says fewer fit)."""
-    return max(1, len(os.sched_getaffinity(0)))
-
-
 def _train_seeds_in_processes(cfg: Config, dataset: str, variant: str, seeds: list[int],
                               notes: tuple[str, ...], workers: int) -> dict[int, dict]:
     """Each seed in its own process, at most `workers` at a time; nothing carries over between
@@ -563,17 +497,6 @@ def _seed_process(cfg: Config, dataset: str, variant: str, seed: int, notes: tup
                       notes=notes, progress=False)
 
 
-def _finished_seed(cfg: Config, dataset: str, variant: str, seed: int) -> dict | None:
-    """The result of a seed that an interrupted run of this stage finished under the same code,
-    parameters and inputs (DVC deleted its outputs before rerunning the stage), restored."""
-    out = paths.seed_dir(dataset, variant, seed)
-    # folder_of, not seed_folder: the look-ahead pool may be writing another seed's folder now
-    folder = resume.folder_of(resume.run_record(cfg, dataset, variant), seed)
-    if not resume.restore_finished(folder, out, curves=paths.curves_dir(dataset, variant, seed)):
-        return None
-    from pipeline import ahead
-    by = ("the look-ahead pool (pipeline/ahead.py)" if ahead.show_seed_log(folder)  # its log, here
-          else "an interrupted run of this stage")
-    log.info("%s/%s seed %d: finished by %s under the same code, parameters and inputs; outputs "
-             "restored, not retrained", dataset, variant, seed, by)
-    return json.loads((out / "metrics.json").read_text())
+# The stage around the loop (pipeline/train_stage.py: imports no torch until it trains)
+from pipeline.train_stage import (_finished_seed, default_workers, run_config,  # noqa: E402,F401
+                                  train_variant)

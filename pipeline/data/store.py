@@ -30,7 +30,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 
 from pipeline.data.schema import LABEL_RANGE, SPLITS, PaddedSplit
 from pipeline.errors import DataError, DiskFullError
@@ -245,8 +244,10 @@ def read_strings(path: Path, split: str, key: str) -> list[str]:
         return [x.decode() if isinstance(x, bytes) else x for x in f[split][key][:]]
 
 
-class StoreDataset(torch.utils.data.Dataset):
-    """A lazy torch Dataset over one split of a store (and its text-feature file).
+class StoreDataset:
+    """A lazy map-style torch dataset over one split of a store (and its text-feature file).
+    torch is imported on first read: a stage that only checks or restores (a train stage whose
+    seeds the look-ahead pool trained, pipeline/ahead.py) never pays its import.
 
     Items are read from disk on access, a batch at a time: index it with a list of indices
     (use `batches()` or a DataLoader with `batch_size=None` over a BatchSampler), so one sorted
@@ -301,6 +302,7 @@ class StoreDataset(torch.utils.data.Dataset):
         idx = np.atleast_1d(np.asarray(index, dtype=np.int64))
         if len(idx) and (idx.min() < 0 or idx.max() >= self.n):
             raise IndexError(f"{self.store}:{self.split}: index out of range 0..{self.n - 1}")
+        import torch
         g, t = self._open()
         # HDF5 reads rows in increasing order: read the distinct rows, sorted, then put them in
         # the order asked for (rows[where] == idx)
@@ -326,8 +328,10 @@ class StoreDataset(torch.utils.data.Dataset):
             cache[name] = group[key][:]
         return cache[name]
 
-    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None):
-        """Yield batches of dicts of tensors; the order depends only on the generator's seed."""
+    def batches(self, batch_size: int, shuffle: bool = False, generator=None):
+        """Yield batches of dicts of tensors; the order depends only on the generator's seed
+        (a torch.Generator)."""
+        import torch
         order = torch.randperm(self.n, generator=generator) if shuffle else torch.arange(self.n)
         for i in range(0, self.n, batch_size):
             yield self[order[i:i + batch_size].numpy()]

@@ -1,0 +1,112 @@
+"""The train stage around the training loop: one (dataset, variant) over every seed.
+
+`python -m pipeline train --dataset D --variant V` runs `train_variant`: check the inputs'
+checksums, work out the run's config (`run_config`), write the not-applicable records where the
+variant cannot run on D, restore the seeds an interrupted run (or the look-ahead pool,
+pipeline/ahead.py) finished under the same code, parameters and inputs, and train the rest with
+pipeline/train.py's loop, `train.workers` at a time.
+
+This module imports no torch (nor the models, nor scikit-learn) until a seed is trained here:
+under `dvc repro` most stages only restore what the pool trained, and the import was most of a
+stage process's own time (0.95 s of 1.35 s).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+
+from pipeline import effective, paths, resume
+from pipeline.config import Config
+from pipeline.data.store import read_attrs, verify_inputs, write_atomic
+from pipeline.profiles import text_rule
+from pipeline.variants import not_applicable, variant_config
+
+log = logging.getLogger(__name__)
+
+
+def run_config(cfg: Config, dataset: str, variant: str) -> tuple[Config, tuple[str, ...], str | None]:
+    """What one (dataset, variant) trains: its config (guarded: only the keys of its data/configs
+    file can be read; scheduling keys set to one value, so no output depends on them), the notes
+    its runs carry, and the reason it is not applicable (None when it is)."""
+    vcfg = variant_config(cfg, variant, dataset)
+    reason = not_applicable(variant, read_attrs(paths.aligned_store(dataset))["task"])
+    vcfg, note = text_rule(vcfg, dataset)
+    vcfg = effective.guarded(vcfg, effective.read_by(vcfg))  # reading anything else stops the run
+    if note:
+        from pipeline.models.baselines import NEEDS
+        if "bert" in NEEDS.get(vcfg.model, ()):
+            reason = reason or (f"{vcfg.model} fine-tunes BERT's layers and {dataset}'s source has "
+                                "no raw text to tokenise")
+    # workers and ahead only schedule the seeds: no output may depend on them (model.pt, metrics)
+    vcfg = dataclasses.replace(vcfg, train=dataclasses.replace(vcfg.train, workers=None, ahead=True))
+    return vcfg, (note,) if note else (), reason
+
+
+def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
+    if variant_config(cfg, variant, dataset).train.device == "cuda":
+        from pipeline import train  # the loop (torch): otherwise only when a seed is trained here
+        train.resolve_device("cuda")  # fail before any work if the GPU is not there
+    paths.run_dir(dataset, variant).mkdir(parents=True, exist_ok=True)
+    verify_inputs(paths.aligned_store(dataset), paths.text_features(dataset))  # checksums
+    vcfg, notes, reason = run_config(cfg, dataset, variant)
+    if reason:  # every seed says so, and the tables print n/a
+        results = []
+        paths.curves_dir(dataset, variant, 0).parent.mkdir(parents=True, exist_ok=True)  # no curves
+        for s in vcfg.seeds:
+            d = paths.seed_dir(dataset, variant, s)
+            d.mkdir(parents=True, exist_ok=True)
+            r = {"dataset": dataset, "variant": variant, "seed": s, "status": "not applicable",
+                 "reason": reason}
+            write_atomic(d / "metrics.json", json.dumps(r, indent=2, sort_keys=True) + "\n")
+            results.append(r)
+        log.warning("%s/%s: not applicable (%s)", dataset, variant, reason)
+        return results
+    for note in notes:
+        log.warning("%s", note)
+    workers = cfg.train.workers or default_workers(vcfg)
+    results = {s: _finished_seed(vcfg, dataset, variant, s) for s in vcfg.seeds}
+    todo = [s for s in vcfg.seeds if results[s] is None]
+    if todo and cfg.train.ahead:  # under dvc repro: the pool trains them (pipeline/ahead.py)
+        from pipeline import ahead
+        results.update(ahead.from_pool(vcfg, dataset, variant, todo))
+        todo = [s for s in vcfg.seeds if results[s] is None]
+    if todo:
+        from pipeline import train
+        train.resolve_device(vcfg.train.device)
+        if min(workers, len(todo)) <= 1:
+            for s in todo:
+                results[s] = train.train_seed(vcfg, dataset, variant, s,
+                                              paths.seed_dir(dataset, variant, s), notes=notes)
+        else:
+            results.update(train._train_seeds_in_processes(vcfg, dataset, variant, todo, notes,
+                                                           min(workers, len(todo))))
+    resume.clean(dataset, variant)  # every seed is in the outputs now
+    return [results[s] for s in vcfg.seeds]
+
+
+def default_workers(cfg: Config) -> int:
+    """train.workers: null. On CPU, the usable cores (each seed process runs num_threads torch
+    threads, 1 by default). On a GPU, one process per usable core as well: each process needs a
+    core to feed its card, and the CPU profile's models take a few hundred MiB each, so cores run
+    out long before GPU memory (benchmarks/bench_gpu.py projects a paper-size run's memory; set
+    train.workers where that says fewer fit)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def _finished_seed(cfg: Config, dataset: str, variant: str, seed: int) -> dict | None:
+    """The result of a seed finished under the same code, parameters and inputs by an interrupted
+    run of this stage or by the look-ahead pool (DVC deleted the stage's outputs before running
+    it), restored."""
+    out = paths.seed_dir(dataset, variant, seed)
+    # folder_of, not seed_folder: the look-ahead pool may be writing another seed's folder now
+    folder = resume.folder_of(resume.run_record(cfg, dataset, variant), seed)
+    if not resume.restore_finished(folder, out, curves=paths.curves_dir(dataset, variant, seed)):
+        return None
+    from pipeline import ahead
+    by = ("the look-ahead pool (pipeline/ahead.py)" if ahead.show_seed_log(folder)  # its log, here
+          else "an interrupted run of this stage")
+    log.info("%s/%s seed %d: finished by %s under the same code, parameters and inputs; outputs "
+             "restored, not retrained", dataset, variant, seed, by)
+    return json.loads((out / "metrics.json").read_text())
