@@ -34,10 +34,11 @@ ENV = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OF
            PIPELINE_LOG="WARNING", PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
 
 
-def sh(cmd, cwd) -> None:
+def sh(cmd, cwd) -> str:
     p = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
     if p.returncode:
         raise RuntimeError(f"{cmd} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p.stdout
 
 
 def set_params(work: Path, **top) -> None:
@@ -53,17 +54,18 @@ def set_params(work: Path, **top) -> None:
 
 def timed_repro(work: Path) -> dict:
     """`dvc repro` from the configure stage on, as on a fresh clone whose data stages have run:
-    the later stages' outputs and DVC's run-cache removed (not --force, under which every run's
-    old outputs would look up to date to the look-ahead pool until DVC deletes them)."""
+    the later stages' outputs and DVC's cache removed (else DVC checks the outputs out of its
+    cache instead of running the stages; not --force, under which every run's old outputs would
+    look up to date to the look-ahead pool until DVC deletes them)."""
     import shutil
-    for part in ("data/configs", "data/runs", "data/curves", ".dvc/cache/runs", "reports/figures",
+    for part in ("data/configs", "data/runs", "data/curves", ".dvc/cache", "reports/figures",
                  "reports/plots", "reports/tables", "reports/summary.md", "reports/README.md",
                  "reports/metrics.json", "reports/metrics_detail.json"):
         p = work / part
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    sh(["dvc", "repro"], work)
+    out = sh(["dvc", "repro"], work)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -79,7 +81,8 @@ def timed_repro(work: Path) -> dict:
         cpu += u["cpu_seconds"]
         peak = max(peak, u["peak_rss_mib_pool"], u["peak_rss_mib_seed_process"])
     return {"wall_seconds": round(wall, 2), "cpu_percent": round(100 * cpu / wall, 1),
-            "peak_rss_mib_any_process": round(peak, 1)}
+            "peak_rss_mib_any_process": round(peak, 1),
+            "train_stages_run": out.count("Running stage 'train@")}
 
 
 def snapshot(work: Path, name: str) -> Path:
