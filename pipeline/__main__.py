@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             check_file(variant_config(cfg, args.variant, args.dataset), args.dataset, args.variant)
             train_variant(cfg, args.dataset, args.variant)
         elif args.stage == "pool":
-            from pipeline.ahead import serve
+            from pipeline.ahead_pool import serve
             return serve(args.dvc_pid, args.params)
         elif args.stage == "figures":
             from pipeline.report.figures import make_figures

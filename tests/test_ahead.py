@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import ahead, paths, resume
+from pipeline import ahead, ahead_pool, paths, resume
 from tests.test_dvc_pipeline import make_repo, run
 from tests.test_reliability_dvc import env, snapshot
 
@@ -100,7 +100,7 @@ def test_a_stage_under_other_parameters_is_declined(tiny_project):
     cfg = tiny_project({"variants": ["late_fusion"], "seeds": [0, 1]})
     from pipeline.effective import configure
     configure(cfg)
-    pool = ahead.Pool(None, "params.yaml")
+    pool = ahead_pool.Pool(None, "params.yaml")
     vcfg, _, _ = train.run_config(cfg, "mosi", "late_fusion")
     key = resume.fingerprint(resume.run_record(vcfg, "mosi", "late_fusion"))
     ahead.POOL.mkdir(parents=True, exist_ok=True)
