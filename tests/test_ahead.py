@@ -20,7 +20,7 @@ OVERRIDES = {"datasets": ["mosi"], "seeds": [0, 1, 2], "variants": ["pase", "lat
 def _started(work: Path) -> list[str]:
     """The seeds the pool started, from its log: ['mosi/pase seed 0', ...]."""
     text = (work / "data" / "checkpoints" / "pool" / "pool.log").read_text()
-    return [line.split("pipeline.ahead: ")[1].rsplit(":", 1)[0]
+    return [line.split("pipeline.ahead_pool: ")[1].rsplit(":", 1)[0]
             for line in text.splitlines() if line.endswith(": started")]
 
 
