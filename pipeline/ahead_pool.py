@@ -69,7 +69,8 @@ class Pool:
         from pipeline.config import load_config
         self.train, self.load_config, self.params = train, load_config, params
         self.dvc, self.seed_level = dvc, seed_level
-        self.code = resume.code_hashes()
+        self.code = resume.code_hashes(disk=True)
+        resume.pin_code(self.code)  # keys name the code imported here (forked seeds inherit it)
         cfg = load_config(params)
         self.workers = cfg.train.workers or train.default_workers(cfg)
         self.order = [(d, v) for d in cfg.datasets for v in cfg.variants]  # DVC's (dvc.yaml matrix)
@@ -91,7 +92,7 @@ class Pool:
         try:
             while _same(self.dvc):
                 if time.time() - self.checked_code > 5:
-                    if resume.code_hashes() != self.code:
+                    if resume.code_hashes(disk=True) != self.code:
                         log.warning("the code changed on disk; the pool stops (stages train "
                                     "their own seeds)")
                         break
@@ -254,6 +255,7 @@ class Pool:
     def _start(self, vcfg, notes, ds, variant, seed, folder) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         proc = self.mp.Process(target=_train_one, args=(vcfg, ds, variant, seed, notes, folder,
+                                                        self.code,
                                                         self.seed_level),
                                name=f"{ds}/{variant} seed {seed}")
         proc.start()
@@ -271,11 +273,16 @@ def _die_with_parent() -> None:
             pass
 
 
-def _train_one(vcfg, ds: str, variant: str, seed: int, notes, folder: Path, level: int) -> None:
+def _train_one(vcfg, ds: str, variant: str, seed: int, notes, folder: Path, code: dict,
+               level: int) -> None:
     """One seed in a process of its own: its log goes to train.log in its folder (the stage
     prints it), its outputs to done/ (resume.keep_finished)."""
     import shutil
     _die_with_parent()
+    if resume.code_hashes(disk=True) != code:  # (a spawned process imports the files afresh)
+        _write(folder / FAILED, "the code on disk changed after the pool started\n")
+        os._exit(1)
+    resume.pin_code(code)
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

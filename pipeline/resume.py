@@ -52,8 +52,21 @@ CURVES = "_curves"  # inside done/: the seed's dvclive curves (data/curves/...)
 _input_hashes: dict[tuple, str] = {}
 
 
-def code_hashes() -> dict[str, str]:
-    """sha256 of every file of CODE_DEPS (folders recursively, without bytecode), by path."""
+_pinned_code: dict[str, str] | None = None
+
+
+def pin_code(hashes: dict[str, str] | None) -> None:
+    """A long-lived process (the look-ahead pool, its seed processes) keys its runs by the code it
+    imported, not by the files on disk, which may have changed since (None: the files again)."""
+    global _pinned_code
+    _pinned_code = None if hashes is None else dict(hashes)
+
+
+def code_hashes(disk: bool = False) -> dict[str, str]:
+    """sha256 of every file of CODE_DEPS (folders recursively, without bytecode), by path; the
+    pinned hashes of this process's code where pin_code set them (unless `disk`)."""
+    if _pinned_code is not None and not disk:
+        return dict(_pinned_code)
     root = Path(pipeline.__file__).resolve().parent.parent
     out = {}
     for dep in CODE_DEPS:

@@ -111,3 +111,25 @@ def test_a_stage_under_other_parameters_is_declined(tiny_project):
         failed = paths.checkpoint_dir("mosi", "late_fusion", s, "0123456789abcdef") / ahead.FAILED
         assert "other code, parameters or inputs" in failed.read_text()
     assert not paths.checkpoint_dir("mosi", "late_fusion", 0, key).exists()
+
+
+def test_a_seed_process_refuses_code_changed_since_the_pool_imported_it(tmp_path):
+    """The pool keys its runs by the code it imported (resume.pin_code); a seed process whose
+    files on disk differ from that code trains nothing and says why."""
+    import multiprocessing
+    real = resume.code_hashes(disk=True)
+    imported = {**real, "pipeline/train.py": "0" * 64}  # the pool imported another train.py
+    folder = tmp_path / "mosi-late_fusion-seed0-0123456789abcdef"
+    folder.mkdir()
+    p = multiprocessing.get_context("fork").Process(
+        target=ahead_pool._train_one, args=(None, "mosi", "late_fusion", 0, (), folder, imported, 20))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 1
+    assert "code on disk changed" in (folder / ahead.FAILED).read_text()
+    assert not (folder / resume.DONE).exists() and not (folder / ahead.SEED_LOG).exists()
+    try:  # what the pool's records use once pinned
+        resume.pin_code(imported)
+        assert resume.code_hashes() == imported and resume.code_hashes(disk=True) == real
+    finally:
+        resume.pin_code(None)

@@ -157,7 +157,7 @@ def load_oracle(ds: str) -> dict | None:
 
 def oracle_table(b, seeds):
     """Best achievable score per modality set (synthetic complementary data) beside PaSE's runs."""
-    from pipeline.report.tables import RERUN, Part, Table, name, num
+    from pipeline.report.tables import Part, Table, name, num
     rows, records = [], []
     for ds in b.runs.datasets:
         oracle = load_oracle(ds)
