@@ -12,15 +12,16 @@ process for the workspace, which keeps `train.workers` seed processes busy:
    LOOKAHEAD stages whose outputs are missing or were made under other code, parameters or
    inputs (each seed's metrics.json records its `run_key`).
 
-A seed is trained exactly as the stage would train it (`train_stage.run_config`, `train.train_seed`, in
-a process of its own from its own seed) and kept where an interrupted stage keeps its finished
+A seed is trained exactly as the stage would train it (`train_stage.run_config`,
+`train.train_seed`, in a process of its own from its own seed) and kept where an interrupted stage keeps its finished
 seeds (pipeline/resume.py: data/checkpoints/<run>-<hash of code, parameters, inputs>/done). The
 stage restores it from there, byte for byte what it would have trained itself
 (tests/test_ahead.py), and prints the seed's log lines as they come.
 
 Why it cannot change a result:
-- the pool computes every seed's config from params.yaml as it is when the seed starts, and stops
-  when the code on disk is no longer the code it imported; a stage announces the key (hash) of
+- the pool computes every seed's config from params.yaml as it is when the seed starts, keys its
+  runs by the code it imported (resume.pin_code; a seed process whose files on disk differ
+  refuses), and stops when the code on disk is no longer that code; a stage announces the key (hash) of
   its run, and a pool computing another key declines that stage;
 - a stage trains a seed itself when the pool has stopped, declined, or failed on it (the error
   then shows in the stage's own log, as without the pool);
@@ -28,9 +29,9 @@ Why it cannot change a result:
   the DVC process that started it has ended.
 A stage DVC restores from its run-cache may have been started ahead for nothing: the pool looks at
 most LOOKAHEAD stages past the newest started one, and drops the stages DVC has passed.
-The pool process itself is pipeline/ahead_pool.py. Files: data/checkpoints/pool/ (lock, pool.json, started, pool.log, usage.json: the pool's CPU time,
-which `/usr/bin/time dvc repro` does not see); each seed's log is train.log in its checkpoint
-folder.
+The pool process itself is pipeline/ahead_pool.py. Files: data/checkpoints/pool/ (lock,
+pool.json, started, pool.log, usage.json: the pool's CPU time, which `/usr/bin/time dvc repro`
+does not see); each seed's log is train.log in its checkpoint folder.
 """
 from __future__ import annotations
 
