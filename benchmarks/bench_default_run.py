@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import machine, pool_usage  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
@@ -61,14 +61,8 @@ def measure(work: Path, log: Path, cmd=("dvc", "repro")) -> dict:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}); see {log}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     dvc_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    pool = work / "data" / "checkpoints" / "pool"
-    deadline = time.time() + 30
-    while (pool / "pool.json").exists() and time.time() < deadline:
-        time.sleep(0.1)  # the pool stops within its poll after DVC has ended
-    usage = json.loads((pool / "usage.json").read_text()) if (pool / "usage.json").exists() else None
-    pool_cpu = usage["cpu_seconds"] if usage else 0.0
-    peak = max([after.ru_maxrss / 1024] + ([usage["peak_rss_mib_pool"],
-                                            usage["peak_rss_mib_seed_process"]] if usage else []))
+    pool_cpu, pool_peak = pool_usage(work)
+    peak = max(after.ru_maxrss / 1024, pool_peak)
     return {"wall_seconds": round(wall, 1), "wall": f"{int(wall // 60)} min {wall % 60:.0f} s",
             "cpu_percent": round(100 * (dvc_cpu + pool_cpu) / wall, 1),
             "cpu_seconds_dvc_and_stages": round(dvc_cpu, 1), "cpu_seconds_pool": round(pool_cpu, 1),

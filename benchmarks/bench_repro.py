@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import machine, pool_usage  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
@@ -70,16 +70,9 @@ def timed_repro(work: Path) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     peak = after.ru_maxrss / 1024
-    pool = work / "data" / "checkpoints" / "pool"
-    deadline = time.time() + 30
-    while (pool / "pool.json").exists() and time.time() < deadline:
-        time.sleep(0.1)  # the pool stops within its poll after DVC has ended
-    usage = pool / "usage.json"
-    if usage.exists():  # the look-ahead pool is no child of DVC's: its CPU time is counted here
-        u = json.loads(usage.read_text())
-        usage.unlink()
-        cpu += u["cpu_seconds"]
-        peak = max(peak, u["peak_rss_mib_pool"], u["peak_rss_mib_seed_process"])
+    pool_cpu, pool_peak = pool_usage(work)  # the look-ahead pool is no child of DVC's
+    cpu += pool_cpu
+    peak = max(peak, pool_peak)
     return {"wall_seconds": round(wall, 2), "cpu_percent": round(100 * cpu / wall, 1),
             "peak_rss_mib_any_process": round(peak, 1),
             "train_stages_run": out.count("Running stage 'train@")}

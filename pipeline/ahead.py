@@ -200,8 +200,3 @@ def _up_to_date(ds: str, variant: str, seed: int, run_key: str) -> bool:
     except (OSError, ValueError):
         return False
     return m.get("run_key") == run_key
-
-
-def _write(path: Path, text: str) -> None:
-    from pipeline.data.store import write_atomic
-    write_atomic(path, text)

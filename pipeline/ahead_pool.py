@@ -12,8 +12,8 @@ import traceback
 from pathlib import Path
 
 from pipeline import paths, resume
-from pipeline.ahead import (FAILED, LOOKAHEAD, POLL, POOL, SEED_LOG, _ident, _same, _up_to_date,
-                            _write)
+from pipeline.ahead import FAILED, LOOKAHEAD, POLL, POOL, SEED_LOG, _ident, _same, _up_to_date
+from pipeline.data.store import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,6 @@ def serve(dvc_pid: int, params: str = "params.yaml") -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop through run()'s cleanup
     dvc = _ident(dvc_pid)
     me = _ident(os.getpid())
-    from pipeline.data.store import write_atomic
     write_atomic(POOL / "pool.json", json.dumps({**me, "dvc": dvc}) + "\n")
     seed_level = logging.getLogger().getEffectiveLevel()  # the stage's (PIPELINE_LOG) for seed logs
     log.setLevel(logging.INFO)  # pool.log always says what the pool did
@@ -49,7 +48,7 @@ def _write_usage(wall: float) -> None:
     Performance; benchmarks/bench_repro.py)."""
     import resource
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    _write(POOL / "usage.json", json.dumps({
+    write_atomic(POOL / "usage.json", json.dumps({
         "wall_seconds": round(wall, 2),
         "cpu_seconds": round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 2),
         "peak_rss_mib_pool": round(me.ru_maxrss / 1024, 1),
@@ -138,17 +137,15 @@ class Pool:
             proc.join()
             del self.flights[folder]
             if proc.exitcode != 0 and not (folder / FAILED).exists():
-                _write(folder / FAILED, f"its process ended with exit code {proc.exitcode}\n")
+                write_atomic(folder / FAILED, f"its process ended with exit code {proc.exitcode}\n")
             log.info("%s seed %d: %s", "/".join(run), seed,
                      "done" if proc.exitcode == 0 else f"failed (see {folder / FAILED})")
 
     def _cfg(self):
         """params.yaml as it is now (None while it does not load, e.g. half-saved)."""
-        try:
-            st = os.stat(self.params)
-        except OSError:
+        stamp = _stamp(Path(self.params))
+        if stamp is None:
             return None
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp != self.cfg_stamp:
             self.cfg_stamp = stamp
             try:
@@ -164,18 +161,16 @@ class Pool:
         file stale). Recomputed when params.yaml, an input or the config file changes."""
         files = [Path(self.params), paths.aligned_store(ds), paths.text_features(ds),
                  paths.DATA / "configs" / ds / f"{variant}.json"]
-        try:
-            stamp = tuple((st.st_mtime_ns, st.st_size, st.st_ino) for st in map(os.stat, files))
-        except OSError:
+        stamp = _stamp(*files)
+        if stamp is None:
             return None
         if (ds, variant) not in self.plans or self.plans[(ds, variant)][0] != stamp:
             self.plans[(ds, variant)] = (stamp, self._compute_plan(ds, variant))
         return self.plans[(ds, variant)][1]
 
     def _compute_plan(self, ds: str, variant: str):
-        from pipeline import effective
+        from pipeline import effective, train_stage
         from pipeline.data.store import verify_inputs
-        from pipeline import train_stage
         from pipeline.errors import PipelineError
         from pipeline.variants import variant_config
         cfg = self._cfg()
@@ -184,8 +179,8 @@ class Pool:
         try:
             effective.check_file(variant_config(cfg, variant, ds), ds, variant)
             inputs = (paths.aligned_store(ds), paths.text_features(ds))
-            stamp = tuple((st.st_mtime_ns, st.st_size, st.st_ino) for st in map(os.stat, inputs))
-            if self.verified.get(ds) != stamp:  # checksums once a dataset (1.4 s for MOSEI's)
+            stamp = _stamp(*inputs)
+            if stamp is None or self.verified.get(ds) != stamp:  # checksums once a dataset (1.4 s for MOSEI's)
                 verify_inputs(*inputs)
                 self.verified[ds] = stamp
             vcfg, notes, reason = train_stage.run_config(cfg, ds, variant)
@@ -250,7 +245,7 @@ class Pool:
             f = paths.checkpoint_dir(ds, variant, seed, key)
             if not (f / FAILED).exists() and not (f / resume.DONE).exists():
                 f.mkdir(parents=True, exist_ok=True)
-                _write(f / FAILED, why + "\n")
+                write_atomic(f / FAILED, why + "\n")
 
     def _start(self, vcfg, notes, ds, variant, seed, folder) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -261,6 +256,15 @@ class Pool:
         proc.start()
         self.flights[folder] = (proc, (ds, variant), seed)
         log.info("%s/%s seed %d: started", ds, variant, seed)
+
+
+def _stamp(*files: Path) -> tuple | None:
+    """Which version of each file (mtime, size, inode): what the pool's caches are keyed by;
+    None when one is missing."""
+    try:
+        return tuple((st.st_mtime_ns, st.st_size, st.st_ino) for st in map(os.stat, files))
+    except OSError:
+        return None
 
 
 def _die_with_parent() -> None:
@@ -280,7 +284,7 @@ def _train_one(vcfg, ds: str, variant: str, seed: int, notes, folder: Path, code
     import shutil
     _die_with_parent()
     if resume.code_hashes(disk=True) != code:  # (a spawned process imports the files afresh)
-        _write(folder / FAILED, "the code on disk changed after the pool started\n")
+        write_atomic(folder / FAILED, "the code on disk changed after the pool started\n")
         os._exit(1)
     resume.pin_code(code)
     root = logging.getLogger()
@@ -302,7 +306,7 @@ def _train_one(vcfg, ds: str, variant: str, seed: int, notes, folder: Path, code
     except BaseException:
         text = traceback.format_exc()
         logging.getLogger(__name__).error("%s", text)
-        _write(folder / FAILED, text)
+        write_atomic(folder / FAILED, text)
         handler.flush()
         os._exit(1)
     handler.flush()
