@@ -9,11 +9,13 @@
     python -m pipeline report
     python -m pipeline count --profile paper
     python -m pipeline predict  --run mosi/pase --data data/aligned/mosei.h5
+    python -m pipeline explain  --dataset mosi --variant pase [--json]
     python -m pipeline pool     --dvc-pid N   (started by a train stage under dvc repro)
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -70,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-unverified-pickle", action="store_true",
                    help="pickles: read without a checksum (only a file you trust)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    text = ("what one run will do: its resolved settings, text path and optimiser groups (lr, "
+            "weight decay, balancer), from the aligned and embedded stores; no training")
+    p = sub.add_parser("explain", help=text, description=text)
+    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--variant", required=True, nargs="+", help="one or more variants")
+    p.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    p.add_argument("--markdown", action="store_true",
+                   help="print each variant's optimiser groups as a row of the README's table")
     text = "train seeds ahead of DVC's stages (started by the first train stage; pipeline/ahead.py)"
     p = sub.add_parser("pool", help=text, description=text)
     p.add_argument("--dvc-pid", type=int, required=True, help="stop when this process has ended")
@@ -127,6 +137,15 @@ def main(argv: list[str] | None = None) -> int:
             m = r["metrics"]
             print(f"{args.run} on {args.data} ({args.split}, {len(r['seeds'])} seed(s)): " + ", ".join(
                 f"{k} {m[k]:.4f} ± {m[k + '_std']:.4f}" for k in m if f"{k}_std" in m))
+        elif args.stage == "explain":
+            from pipeline import explain
+            infos = [explain.explain(cfg, args.dataset, v) for v in args.variant]
+            if args.json:
+                print(json.dumps(infos[0] if len(infos) == 1 else infos, indent=1, sort_keys=True))
+            elif args.markdown:
+                print("\n".join([explain.MARKDOWN_HEAD] + [explain.markdown_row(i) for i in infos]))
+            else:
+                print("\n\n".join(explain.render(i) for i in infos))
         elif args.stage == "report":
             from pipeline.report.summary import report
             report(cfg, args.variants or cfg.variants)

@@ -131,6 +131,14 @@ def _inert_sgm(cfg, v: str) -> str | None:
 
 def _check_variant(cfg, v: str) -> None:
     epochs = cfg.train.epochs
+    for section in ("lr_parts", "weight_decay_parts"):
+        value = getattr(getattr(cfg.train, section), "text")
+        if value is not None and not cfg.text.finetune:
+            raise ConfigError(
+                f"train.{section}.text: {value} with text.finetune: false (variant {v!r}): the "
+                "text part is the pretrained text encoder being fine-tuned, and frozen text has "
+                "none (its encoder's layers train at train.lr, or train.lr_parts.shared), so the "
+                "setting would change nothing; allowed: null, or text.finetune: true")
     inert = _inert_sgm(cfg, v)
     if inert and not _rehearsal(cfg):
         raise ConfigError(inert)

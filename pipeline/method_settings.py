@@ -107,9 +107,10 @@ SETTINGS: dict[str, dict] = {
         "finetune_bert": True,
         "source": f"{MMSA} self_mm.datasetParams.<ds>: batch_size, learning_rate_bert/audio/"
                   "video/other, weight_decay_bert/audio/video/other, post_fusion_dim (our width), "
-                  "post_fusion_dropout, H; self_mm.commonParams.early_stop, use_finetune. Our "
-                  "text part is BERT plus its output projection (MMSA counts the projection in "
-                  "'other'); one width and one dropout for every branch (self_mm.py)",
+                  "post_fusion_dropout, H; self_mm.commonParams.early_stop, use_finetune. The "
+                  "text part is BERT alone; its output projection trains in 'other' (shared), "
+                  "as in MMSA (train.param_groups); one width and one dropout for every branch "
+                  "(self_mm.py)",
         "common": {"train": {"early_stop": 8, "hidden": 128, "lr": 1e-3},
                    "model_args": {"H": 3.0}},
         "mosi": {"train": {"batch_size": 16, "dropout": 0.1,

@@ -84,8 +84,11 @@ def _cpu_real_profile() -> dict:
     selection on validation MAE: non0 Acc-2 84.3 / 84.0 / 85.4 over three seeds):
     - text: the bundled MiniLM (offline), mean-pooled over its tokens (`text.pooling: mean`; the
       sentence-transformers model is trained with mean pooling, its [CLS] state is not), fine-tuned
-      at `train.lr_parts.text` = 3e-5 by the methods whose row of pipeline/method_settings.py says
-      `finetune_bert` (PaSE and its variants, CP+SL, Self-MM, MAG-BERT); the others (late fusion,
+      at `train.lr_parts.text` = 3e-5 (the pretrained encoder alone: the projection over it and
+      every other new layer train at 1e-3, `train.param_groups`) by the methods whose row of
+      pipeline/method_settings.py says `finetune_bert` (PaSE and its variants, CP+SL, Self-MM,
+      MAG-BERT); a source without raw text has no encoder to fine-tune, so there the whole text
+      encoder trains at 1e-3 (`text_rule`); the others (late fusion,
       EF-LSTM, TFN, LMF, MulT) keep the frozen, cached MiniLM word vectors, and their text encoder
       trains at `train.lr` like every other part.
     - every other part (audio, vision, fusion, heads): lr 1e-3, the recipe's head rate; batch 32;
@@ -246,9 +249,16 @@ def text_rule(cfg: Config, dataset: str) -> tuple[Config, str | None]:
         return cfg, None
     note = (f"{dataset}: the source has no raw text ({read_attrs(text).get('encoder', 'source features')}), "
             f"so text is the source's frozen features, not fine-tuned {cfg.text.encoder}")
+    # No backbone to fine-tune: the text encoder is new layers, which train at the rate of every
+    # other new layer, not at the fine-tuning rate the profile or the method's row gave BERT.
+    parts = {k: getattr(cfg.train, k).text for k in ("lr_parts", "weight_decay_parts")}
+    if any(v is not None for v in parts.values()):
+        note += "; its text encoder trains at the rate of the other new layers (" + ", ".join(
+            f"train.{k}.text {v} not used" for k, v in parts.items() if v is not None) + ")"
     from pipeline.config import config_from_dict
-    return config_from_dict(_merge(dataclasses.asdict(cfg), {"text": {"finetune": False}}),
-                            resolved=True), note
+    update = {"text": {"finetune": False},
+              "train": {k: {"text": None} for k in ("lr_parts", "weight_decay_parts")}}
+    return config_from_dict(_merge(dataclasses.asdict(cfg), update), resolved=True), note
 
 
 def size_overrides(cfg: Config) -> dict:

@@ -111,25 +111,49 @@ def build_balancer(cfg: Config, task: str) -> Balancer:
     return balancers.build(cfg, task)
 
 
+def pretrained_parameters(model: nn.Module) -> set[int]:
+    """ids of the parameters of the pretrained backbones in `model`: every transformers model in
+    it (the text encoder `load_bert` gives a fine-tuning run). Everything else was initialised
+    by our code and is a new layer."""
+    import sys
+    if "transformers" not in sys.modules:  # no transformers model can exist then
+        return set()
+    from transformers import PreTrainedModel
+    return {id(p) for mod in model.modules() if isinstance(mod, PreTrainedModel)
+            for p in mod.parameters()}
+
+
 def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0, lr_parts=None,
                  weight_decay_parts=None) -> list[dict]:
-    """One optimizer group per modality encoder (a balancer may rescale its lr) + "shared".
-    `lr_parts` / `weight_decay_parts` (a PartsConfig) give a group its own value (Self-MM's
-    separate rates for BERT, audio, video and the rest); None keeps `lr` / `weight_decay`."""
-    def part(parts, name, default):
-        value = getattr(parts, name, None) if parts is not None else None
-        return default if value is None else value
+    """The optimizer's groups, each with the modality a balancer scales it by ("modality"; None
+    for "shared"):
+    - "text.backbone": a pretrained text encoder being fine-tuned, at `lr_parts.text`;
+    - one group per modality encoder's own new layers ("audio", "vision": `lr_parts.audio`,
+      `.vision`; "text": the projection over a fine-tuned backbone, CP+SL's norm and scale, or a
+      whole frozen-text encoder), where text's new layers train as "shared" (MMSA counts Self-MM's
+      text projection in its "other" rate): `lr_parts.text` belongs to the backbone only;
+    - "shared": everything else (fusion, heads) at `lr_parts.shared`.
+    A part left None takes `lr` / `weight_decay`; `weight_decay_parts` follows the same rule."""
+    def part(parts, name):
+        return getattr(parts, name, None) if parts is not None and name else None
 
+    pretrained = pretrained_parameters(model)
     groups, taken = [], set()
     for m, params in model.modality_parameters().items():
         params = [p for p in params if p.requires_grad and id(p) not in taken]
         taken.update(id(p) for p in params)
-        groups.append({"params": params, "name": m})
+        backbone = [p for p in params if id(p) in pretrained]
+        layers = [p for p in params if id(p) not in pretrained]
+        if backbone:
+            groups.append({"params": backbone, "name": f"{m}.backbone", "modality": m, "part": m})
+        groups.append({"params": layers, "name": m, "modality": m,
+                       "part": "shared" if m == "text" else m})
     shared = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
-    groups.append({"params": shared, "name": "shared"})
+    groups.append({"params": shared, "name": "shared", "modality": None, "part": "shared"})
     for g in groups:
-        g["lr"] = g["base_lr"] = part(lr_parts, g["name"], lr)
-        g["weight_decay"] = part(weight_decay_parts, g["name"], weight_decay)
+        own_lr, own_wd = part(lr_parts, g["part"]), part(weight_decay_parts, g["part"])
+        g["lr"] = g["base_lr"] = lr if own_lr is None else own_lr
+        g["weight_decay"] = weight_decay if own_wd is None else own_wd
     return [g for g in groups if g["params"]]
 
 

@@ -58,6 +58,9 @@ def variant_config(cfg: Config, variant: str, dataset: str | None = None) -> Con
     if cfg.profile == "paper":
         from pipeline.method_settings import row
         r = row(raw["model"], dataset)
+        # the row sets the per-part values whole: a part it leaves out is None (train.lr)
+        for parts in ("lr_parts", "weight_decay_parts"):
+            raw["train"][parts] = {p: None for p in raw["train"][parts]}
         raw = _merge(raw, {"train": r["train"]})
         raw["model_args"] = dict(r["model_args"])
         raw["text"]["finetune"] = r["finetune_bert"]

@@ -169,7 +169,11 @@ def test_the_encoder_moves_under_cpu_real_and_stays_fixed_under_the_cpu_default(
     model = train.build_model(vcfg, {m: data.dims[m] for m in vcfg.modalities}, "regression")
     groups = {g["name"]: g for g in train.param_groups(model, vcfg.train.lr, 0.0, vcfg.train.lr_parts)}
     bert = {id(p) for p in model.encoders["text"].bert.parameters()}
-    assert groups["text"]["lr"] == 3e-5 and bert <= {id(p) for p in groups["text"]["params"]}
+    # the pretrained backbone alone at the fine-tuning rate; its new projection at the base rate
+    assert groups["text.backbone"]["lr"] == 3e-5
+    assert bert == {id(p) for p in groups["text.backbone"]["params"]}
+    out = {id(p) for p in model.encoders["text"].out.parameters()}
+    assert groups["text"]["lr"] == 1e-3 and out == {id(p) for p in groups["text"]["params"]}
     assert groups["shared"]["lr"] == groups["audio"]["lr"] == 1e-3
     (tfn,) = train.train_variant(cfg, "mosi", "tfn")
     assert not tfn["settings"]["text"]["finetune"]

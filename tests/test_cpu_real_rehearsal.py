@@ -47,7 +47,7 @@ def test_every_stage_runs_to_a_report_that_names_the_profile_and_encoder(rehears
     assert "cpu_real.epochs=2" in readme and "cpu_real.text_encoder=tiny-random-bert" in readme
     assert "iemocap: the source has no raw text" in readme
     assert "| tfn | mosi | 0.001 | 32 | 0.1 | 64 | none | none | 2 | frozen |" in readme
-    assert "| pase | mosi | text 3e-05, rest 0.001 | 32 | 0.1 | 64 | none | none | 2 | fine-tuned |" in readme
+    assert "| pase | mosi | text backbone 3e-05, rest 0.001 | 32 | 0.1 | 64 | none | none | 2 | fine-tuned |" in readme
     t1 = (work / "reports" / "tables" / "table1.md").read_text()
     assert ("Produced by profile cpu-real (not the paper's setting); text: tiny-random-bert, "
             "fine-tuned end to end in pase, self_mm; frozen vectors of source features: MMSA") in t1

@@ -82,6 +82,9 @@ class ConflictAwarePenalty(Balancer):
     def active(self, epoch: int) -> bool:
         return self.first <= epoch < self.stop
 
+    def scales(self, modality: str | None) -> bool:
+        return modality is not None and self.dominant in ("auto", modality)
+
     def _dominant(self, encoders: dict, g_task: dict) -> str:
         if self.dominant != "auto":
             if self.dominant not in encoders:

@@ -23,6 +23,20 @@ def default_dims(vcfg: Config) -> str:
     return f"text={text},audio={AUDIO_DIM},vision={VISION_DIM}"
 
 
+def bert_architecture(encoder: str):
+    """The transformers config of a text encoder, without its weights: from the local cache, or
+    BERT-base's (BertConfig()'s default) where bert-base-uncased is not on this machine."""
+    from transformers import AutoConfig, BertConfig
+    from pipeline.features.text import _minilm_dir, load_text_encoder
+    if encoder == "minilm":
+        return AutoConfig.from_pretrained(str(_minilm_dir()), local_files_only=True)
+    try:
+        return AutoConfig.from_pretrained(encoder, local_files_only=True)
+    except Exception:  # not cached
+        return BertConfig() if encoder == "bert-base-uncased" else \
+            load_text_encoder(encoder).model.config
+
+
 def published_count(variant: str) -> tuple[int, str] | None:
     """The paper's printed count for a variant, with its source, where the paper gives one."""
     from pipeline.report.paper import EFFICIENCY, EFFICIENCY_SOURCE
@@ -54,13 +68,9 @@ def count_variant(cfg: Config, variant: str, profile: str | None, dims: str | No
     if vcfg.text.finetune:
         # The architecture of the configured encoder, randomly initialised: the count does not
         # need the weights (and bert-base-uncased may not be on this machine).
-        from transformers import AutoConfig, BertConfig, BertModel
-        from pipeline.features.text import load_text_encoder
-        try:
-            bert_cfg = AutoConfig.from_pretrained(vcfg.text.encoder, local_files_only=True)
-        except Exception:  # not cached: bert-base-uncased's architecture is BertConfig()'s default
-            bert_cfg = BertConfig() if vcfg.text.encoder == "bert-base-uncased" else \
-                load_text_encoder(vcfg.text.encoder).model.config
+        from transformers import BertModel
+        bert_cfg = bert_architecture(vcfg.text.encoder)
+
         def bert_factory(_):
             return BertModel(bert_cfg)
     with torch.device("meta"):  # no memory for the weights

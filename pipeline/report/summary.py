@@ -185,7 +185,9 @@ def _method_settings_table(runs: Runs) -> list[str]:
                 if s and (s["model"], ds) not in rows:
                     t = s["train"]
                     parts = {k: v for k, v in (t.get("lr_parts") or {}).items() if v is not None}
-                    lr = ", ".join(f"{k} {v:g}" for k, v in parts.items()) if parts else f"{t['lr']:g}"
+                    # lr_parts.text is the pretrained text encoder's alone (train.param_groups)
+                    lr = ", ".join(f"{'text backbone' if k == 'text' else k} {v:g}"
+                                   for k, v in parts.items()) if parts else f"{t['lr']:g}"
                     if parts and len(parts) < len(t["lr_parts"]):  # the parts left at train.lr
                         lr += f", rest {t['lr']:g}"
                     clip = f"{t['grad_clip']:g} ({t['grad_clip_mode']})" if t.get("grad_clip") else "none"
