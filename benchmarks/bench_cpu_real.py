@@ -72,7 +72,7 @@ def measure(args) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from pipeline import paths, train
-    from pipeline.config import load_config
+    from pipeline.settings import load_config
     from pipeline.stages import align, download, embed
     from pipeline.variants import VARIANTS as VARIANTS_CFG
 
@@ -141,7 +141,7 @@ def seed_seconds(run: dict, n: dict, epochs: int = PROFILE_EPOCHS) -> float:
 
 
 def project(measured: dict, workers: int) -> dict:
-    from pipeline.config import config_from_dict
+    from pipeline.settings import config_from_dict
     from pipeline.data.schema import PAPER_SPLIT_SIZES
     from pipeline.variants import not_applicable, variant_config
     import yaml

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._common import machine  # noqa: E402
-from pipeline.config import config_from_dict  # noqa: E402
+from pipeline.settings import config_from_dict  # noqa: E402
 from pipeline.data.schema import PAPER_SPLIT_SIZES  # noqa: E402
 from pipeline.models.base import task_loss  # noqa: E402
 from pipeline.precision import dtype_summary, fp32_recurrent, output_dtypes  # noqa: E402

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from disk; never reach for a hub
     try:
-        from pipeline.config import load_config
+        from pipeline.settings import load_config
         cfg = load_config(args.params)
         from pipeline import paths
         from pipeline.data.store import remove_temp_files  # what a killed run of this stage left

@@ -65,7 +65,7 @@ class Pool:
         import torch._dynamo  # noqa: F401
 
         from pipeline import train
-        from pipeline.config import load_config
+        from pipeline.settings import load_config
         self.train, self.load_config, self.params = train, load_config, params
         self.dvc, self.seed_level = dvc, seed_level
         self.code = resume.code_hashes(disk=True)

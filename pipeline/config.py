@@ -1,9 +1,12 @@
-"""params.yaml -> typed, validated config. The one place that knows every parameter.
+"""The settings' schema: every parameter of params.yaml as a typed dataclass, and its validation.
 
 Each section is a dataclass; `Literal[...]` fields list the allowed values and `field(metadata=
-{"min": ..., "max": ...})` bounds numbers. `load_config` rejects unknown keys, wrong types and
+{"min": ..., "max": ...})` bounds numbers. `build_config` rejects unknown keys, wrong types and
 values outside the allowed set with a `ConfigError` that names the dotted key, the bad value and
 what is allowed: this is what a user sees after a typo in `dvc exp run -S key=value`.
+
+This module imports nothing of the project above it: params.yaml becomes a run's config through
+pipeline/settings.py (profile -> variant -> method row -> text rule -> checks -> read guard).
 """
 from __future__ import annotations
 
@@ -14,18 +17,10 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from pipeline import config_checks
 from pipeline.errors import ConfigError
-# What the profiles fix and how they meet params.yaml (re-exported: one import for users)
-from pipeline.profiles import (CPU_PROFILE, CPU_REAL_PROFILE, PAPER_PROFILE, _merge,  # noqa: F401
-                               resolve_profile)
 
-PARAMS_FILE = Path("params.yaml")
 CMU_SERVER = "http://immortal.multicomp.cs.cmu.edu"
 
 
@@ -398,45 +393,19 @@ def _build(cls, raw: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
-def config_from_dict(raw: dict | None, resolved: bool = False) -> Config:
-    """Validate params (as params.yaml holds them, or `resolved`: already through
-    `resolve_profile`, as `as_dict` of a Config is)."""
-    raw = raw or {}
-    if not resolved:
-        raw = resolve_profile(raw)
-    cfg = _build(Config, raw)
-    if not cfg.seeds:
-        raise ConfigError("seeds: at least one seed is needed")
-    if not cfg.modalities:
-        raise ConfigError("modalities: at least one of 'text', 'audio', 'vision' is needed")
-    from pipeline.variants import VARIANTS  # here: variants.py builds on this module
-    for i, v in enumerate(cfg.variants):
-        if v not in VARIANTS:
-            raise ConfigError(f"variants[{i}]: {v!r} is unknown; allowed: {', '.join(VARIANTS)}")
-    from pipeline.models import MODEL_NAMES
-    if cfg.model not in MODEL_NAMES:
-        raise ConfigError(f"model: {cfg.model!r} is unknown; allowed: {', '.join(MODEL_NAMES)}")
-    if cfg.data.iemocap.source in ("cmu", "mmsa"):
-        raise ConfigError(f"data.iemocap.source: {cfg.data.iemocap.source!r} is not available for "
-                          "IEMOCAP; allowed values: 'synthetic', 'mult' (MulT's iemocap_data.pkl)")
-    config_checks.check(cfg)  # settings that would make a switch inert or a run meaningless
-    return cfg
+def build_config(raw: dict | None) -> Config:
+    """A Config from plain data that already holds the values that run (params.yaml through its
+    profile, or `as_dict` of a Config): types and ranges only. Whether the values make sense
+    together is pipeline/config_checks.py's, after resolution (pipeline/settings.py)."""
+    return _build(Config, raw or {})
 
 
-def load_config(path: Path | str = PARAMS_FILE) -> Config:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: parameter file not found (run from the repository root)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if raw is not None and not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of parameters at the top level")
-    try:
-        return config_from_dict(raw)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+def merge(base: dict, update: dict) -> dict:
+    """`base` with `update` merged in, section by section (neither is changed)."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out.get(k) or {}, v) if isinstance(v, dict) else v
+    return out
 
 
 def as_dict(obj) -> dict:

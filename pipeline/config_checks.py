@@ -15,24 +15,16 @@ from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 SEED_MAX = 2**32 - 1  # numpy's seed range (random, numpy and torch are all seeded)
-_busy = False  # variant_config loads configs itself: check those once, at the top
 _logged: set[str] = set()
 
 
 def check(cfg) -> None:
-    """Refuse an inert or meaningless setting; log each warning once per process."""
-    global _busy
-    if _busy:
-        return
-    _busy = True
-    try:
-        _check_global(cfg)
-        for v, vcfg in _variants(cfg):
-            _check_variant(vcfg, v)
-        found = warnings(cfg)
-    finally:
-        _busy = False
-    for w in found:
+    """Refuse an inert or meaningless setting; log each warning once per process. `cfg` holds
+    the values that run (through the profile): each variant is judged on its own config."""
+    _check_global(cfg)
+    for v, vcfg in _variants(cfg):
+        _check_variant(vcfg, v)
+    for w in warnings(cfg):
         if w not in _logged:
             _logged.add(w)
             log.warning("params: %s", w)
@@ -56,16 +48,25 @@ def warnings(cfg) -> list[str]:
 
 
 def _variants(cfg):
-    global _busy
     from pipeline.variants import variant_config
-    was, _busy = _busy, True
-    try:
-        return [(v, variant_config(cfg, v)) for v in cfg.variants]
-    finally:
-        _busy = was
+    return [(v, variant_config(cfg, v)) for v in cfg.variants]
 
 
 def _check_global(cfg) -> None:
+    if not cfg.seeds:
+        raise ConfigError("seeds: at least one seed is needed")
+    if not cfg.modalities:
+        raise ConfigError("modalities: at least one of 'text', 'audio', 'vision' is needed")
+    from pipeline.variants import VARIANTS
+    for i, v in enumerate(cfg.variants):
+        if v not in VARIANTS:
+            raise ConfigError(f"variants[{i}]: {v!r} is unknown; allowed: {', '.join(VARIANTS)}")
+    from pipeline.models import MODEL_NAMES
+    if cfg.model not in MODEL_NAMES:
+        raise ConfigError(f"model: {cfg.model!r} is unknown; allowed: {', '.join(MODEL_NAMES)}")
+    if cfg.data.iemocap.source in ("cmu", "mmsa"):
+        raise ConfigError(f"data.iemocap.source: {cfg.data.iemocap.source!r} is not available for "
+                          "IEMOCAP; allowed values: 'synthetic', 'mult' (MulT's iemocap_data.pkl)")
     if not cfg.datasets:
         raise ConfigError("datasets: [] is empty; at least one of 'mosi', 'mosei', 'iemocap' is needed")
     if not cfg.variants:

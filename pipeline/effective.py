@@ -27,7 +27,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from pipeline import config_checks, paths
+from pipeline import paths
 from pipeline.config import Config, as_dict
 from pipeline.errors import PipelineError
 from pipeline.variants import variant_config
@@ -81,13 +81,9 @@ def read_by(vcfg: Config) -> dict:
 
 
 def effective(cfg: Config, dataset: str, variant: str) -> dict:
-    """`cfg` has passed config_checks (load_config): its variants are not checked again (each
-    check builds every variant's config, which made this quadratic in the variants)."""
-    was, config_checks._busy = config_checks._busy, True
-    try:
-        return read_by(variant_config(cfg, variant, dataset))
-    finally:
-        config_checks._busy = was
+    """What the configure stage writes for one run (before the text rule, which reads the
+    embedded store: the train stage applies it and depends on that file)."""
+    return read_by(variant_config(cfg, variant, dataset))
 
 
 def dumps(eff: dict) -> str:

@@ -25,7 +25,8 @@ from types import SimpleNamespace
 import torch
 
 from pipeline import paths, train
-from pipeline.config import Config, config_from_dict
+from pipeline.config import Config
+from pipeline.settings import config_from_dict
 from pipeline.data.download import sha256_file
 from pipeline.data.store import StoreDataset, atomic_path, read_attrs, write_store
 from pipeline.errors import ConfigError, DataError

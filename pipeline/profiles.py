@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from pipeline.config import Config, build_config, merge as _merge
 from pipeline.errors import ConfigError
-
-if TYPE_CHECKING:  # config.py imports this module
-    from pipeline.config import Config
 
 _MISSING = object()
 PER_METHOD = "per method"
@@ -222,13 +219,6 @@ def resolve_profile(raw: dict) -> dict:
     return out
 
 
-def _merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
-    return out
-
-
 def has_token_ids(text_file: Path) -> bool:
     """Whether the embed stage stored BERT token ids (sources with raw text) for fine-tuning."""
     import h5py
@@ -255,10 +245,9 @@ def text_rule(cfg: Config, dataset: str) -> tuple[Config, str | None]:
     if any(v is not None for v in parts.values()):
         note += "; its text encoder trains at the rate of the other new layers (" + ", ".join(
             f"train.{k}.text {v} not used" for k, v in parts.items() if v is not None) + ")"
-    from pipeline.config import config_from_dict
     update = {"text": {"finetune": False},
               "train": {k: {"text": None} for k in ("lr_parts", "weight_decay_parts")}}
-    return config_from_dict(_merge(dataclasses.asdict(cfg), update), resolved=True), note
+    return build_config(_merge(dataclasses.asdict(cfg), update)), note
 
 
 def size_overrides(cfg: Config) -> dict:

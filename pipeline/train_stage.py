@@ -12,36 +12,22 @@ stage process's own time (0.95 s of 1.35 s).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 
-from pipeline import effective, paths, resume
+from pipeline import paths, resume
 from pipeline.config import Config
 from pipeline.data.store import read_attrs, verify_inputs, write_atomic
-from pipeline.profiles import text_rule
-from pipeline.variants import not_applicable, variant_config
+from pipeline.settings import resolve
+from pipeline.variants import variant_config
 
 log = logging.getLogger(__name__)
 
 
 def run_config(cfg: Config, dataset: str, variant: str) -> tuple[Config, tuple[str, ...], str | None]:
-    """What one (dataset, variant) trains: its config (guarded: only the keys of its data/configs
-    file can be read; scheduling keys set to one value, so no output depends on them), the notes
-    its runs carry, and the reason it is not applicable (None when it is)."""
-    vcfg = variant_config(cfg, variant, dataset)
-    reason = not_applicable(variant, read_attrs(paths.aligned_store(dataset))["task"])
-    vcfg, note = text_rule(vcfg, dataset)
-    vcfg = effective.guarded(vcfg, effective.read_by(vcfg))  # reading anything else stops the run
-    if note:
-        from pipeline.models.baselines import NEEDS
-        if "bert" in NEEDS.get(vcfg.model, ()):
-            reason = reason or (f"{vcfg.model} fine-tunes BERT's layers and {dataset}'s source has "
-                                "no raw text to tokenise")
-    # workers and ahead only schedule the seeds: no output may depend on them (model.pt, metrics)
-    vcfg = dataclasses.replace(vcfg, train=dataclasses.replace(vcfg.train, workers=None, ahead=True))
-    return vcfg, (note,) if note else (), reason
+    """What one (dataset, variant) trains (pipeline/settings.py `resolve`, for the dataset's task)."""
+    return resolve(cfg, dataset, variant, read_attrs(paths.aligned_store(dataset))["task"])
 
 
 def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:

@@ -5,7 +5,8 @@
 """
 from __future__ import annotations
 
-from pipeline.config import Config, as_dict, config_from_dict, _merge
+from pipeline.config import Config, as_dict, build_config
+from pipeline.config import merge as _merge
 from pipeline.errors import ConfigError
 
 MODALITY_SETS = {"T": ["text"], "A": ["audio"], "V": ["vision"], "AV": ["audio", "vision"],
@@ -68,4 +69,4 @@ def variant_config(cfg: Config, variant: str, dataset: str | None = None) -> Con
         from pipeline.method_settings import SETTINGS
         from pipeline.profiles import cpu_real_rule
         raw = cpu_real_rule(raw, SETTINGS[raw["model"]]["finetune_bert"])
-    return config_from_dict(raw, resolved=True)
+    return build_config(raw)

@@ -64,7 +64,7 @@ def one_thread():
 @pytest.fixture
 def tiny_project(tmp_path, monkeypatch):
     """A working directory with a tiny params.yaml whose data stages have run for mosi."""
-    from pipeline.config import load_config
+    from pipeline.settings import load_config
     from pipeline.stages import align, download, embed
 
     monkeypatch.chdir(tmp_path)

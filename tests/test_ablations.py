@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pipeline.balancers.sgm import SGM, subset_utility
-from pipeline.config import as_dict, config_from_dict
+from pipeline.config import as_dict
+from pipeline.settings import config_from_dict
 from pipeline.models import pase
 from pipeline.variants import variant_config
 

@@ -12,7 +12,7 @@ import torch
 import yaml
 from torch import nn
 
-from pipeline.config import config_from_dict
+from pipeline.settings import config_from_dict
 from pipeline.precision import dtype_summary, fp32_recurrent, output_dtypes
 from pipeline.train import build_model
 from pipeline.variants import variant_config

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline import paths
-from pipeline.config import load_config
+from pipeline.settings import load_config
 from pipeline.data.download import cmu_files
 from pipeline.data.store import open_store, read_attrs, read_strings
 from pipeline.errors import DataError, DownloadError

@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import Config, config_from_dict, load_config
+from pipeline.config import Config
+
+from pipeline.settings import config_from_dict, load_config
 from pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import config_from_dict, load_config
+from pipeline.settings import config_from_dict, load_config
 from pipeline.errors import ConfigError
 from pipeline.method_settings import SETTINGS
 from pipeline.variants import VARIANTS, variant_config

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from pipeline import effective
-from pipeline.config import DEFAULT_VARIANTS, config_from_dict
+from pipeline.config import DEFAULT_VARIANTS
+from pipeline.settings import config_from_dict
 from pipeline.effective import ReadGuard, UnreadParameter, guarded, read_by
 from pipeline.variants import variant_config
 from tests.conftest import TINY_PARAMS, merge

@@ -6,7 +6,7 @@ import csv
 import pytest
 
 from pipeline import train
-from pipeline.config import load_config
+from pipeline.settings import load_config
 from pipeline.report import paper
 from pipeline.report.figures import make_figures
 from pipeline.report.summary import report

@@ -30,7 +30,7 @@ if not PAPERS.exists():
 def test_readme_parameter_counts_are_what_count_prints():
     """Every count in the README's baseline table (CPU default) and in its paper-profile table is
     `python -m pipeline count`'s."""
-    from pipeline.config import load_config
+    from pipeline.settings import load_config
     from pipeline.report.params import count_variant
     cfg = load_config(ROOT / "params.yaml")
     readme = (ROOT / "README.md").read_text()

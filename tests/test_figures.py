@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.config import config_from_dict
+from pipeline.settings import config_from_dict
 from pipeline.report.figures import make_figures, sentiment_classes
 
 EMOTIONS = ("neutral", "happy", "sad", "angry")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline import paths
-from pipeline.config import load_config
+from pipeline.settings import load_config
 from pipeline.data.store import open_store, read_attrs, verify_inputs
 from pipeline.errors import ConfigError, DataError
 from pipeline.stages import align, download, embed

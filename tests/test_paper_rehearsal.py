@@ -98,7 +98,7 @@ def test_every_variant_trains_at_its_own_settings_on_every_dataset(tmp_path, mon
     import torch
 
     from pipeline import train
-    from pipeline.config import load_config
+    from pipeline.settings import load_config
     from pipeline.stages import align, download, embed
     from pipeline.variants import VARIANTS as ALL
 

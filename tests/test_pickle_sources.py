@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from pipeline import paths, train
-from pipeline.config import load_config
+from pipeline.settings import load_config
 from pipeline.data.store import open_store, read_attrs, read_strings
 from pipeline.errors import DataError
 from pipeline.stages import align, download, embed

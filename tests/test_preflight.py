@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import config_from_dict
+from pipeline.settings import config_from_dict
 from pipeline.errors import ConfigError
 from pipeline.preflight import _weights_cached, check
 

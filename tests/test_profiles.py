@@ -7,7 +7,11 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import CPU_PROFILE, as_dict, config_from_dict, load_config
+from pipeline.profiles import CPU_PROFILE
+
+from pipeline.config import as_dict
+
+from pipeline.settings import config_from_dict, load_config
 from pipeline.errors import ConfigError
 from pipeline.method_settings import SETTINGS, row
 from pipeline.variants import VARIANTS, variant_config

@@ -30,7 +30,7 @@ CPU_REAL_TEXT, CPU_REAL_REST = 3e-5, 1e-3
 
 def _stores(work: Path, profile: str, source: str):
     """download, align and embed MOSI in `work` under the profile, from a real-format pickle."""
-    from pipeline.config import load_config
+    from pipeline.settings import load_config
     from pipeline.stages import align, download, embed
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     make_user_dirs(work)
@@ -171,10 +171,32 @@ def test_the_readme_table_is_what_explain_prints(runs):
 
 
 def test_a_frozen_text_setting_of_the_text_rate_is_refused(tmp_path):
-    from pipeline.config import load_config
+    from pipeline.settings import load_config
     from pipeline.errors import ConfigError
     from tests.conftest import write_params
     write_params(tmp_path / "params.yaml", {"train": {"lr_parts": {"text": 1e-4}}})
     with pytest.raises(ConfigError, match=r"train\.lr_parts\.text: 0\.0001 with text\.finetune: "
                                           r"false.*would change nothing"):
         load_config(tmp_path / "params.yaml")
+
+
+def test_a_balancer_scales_both_text_groups_and_resets_them():
+    """SGM / OGM-GE scale a modality through scale_group_lr: the fine-tuned backbone and the text
+    encoder's new layers are one modality, two rates."""
+    import torch
+
+    from pipeline.balancers.base import reset_group_lr, scale_group_lr
+    from pipeline.config import PartsConfig
+    from pipeline.features.text import load_text_encoder
+    from pipeline.models.pase import PaSE
+    from pipeline.train import param_groups
+    model = PaSE({"text": 32, "audio": 4}, 1, "regression", 3, hidden=8,
+                 bert=load_text_encoder("tiny-random-bert").model)
+    opt = torch.optim.Adam(param_groups(model, 1e-3, 0.0, PartsConfig(text=3e-5)), lr=1e-3)
+    scale_group_lr(opt, {"text": 0.5, "audio": 2.0})
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs == pytest.approx({"text.backbone": 1.5e-5, "text": 5e-4, "audio": 2e-3,
+                                 "shared": 1e-3})
+    reset_group_lr(opt)
+    assert {g["name"]: g["lr"] for g in opt.param_groups} == pytest.approx(
+        {"text.backbone": 3e-5, "text": 1e-3, "audio": 1e-3, "shared": 1e-3})

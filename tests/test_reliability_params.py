@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from pipeline import config_checks
-from pipeline.config import config_from_dict, load_config
+from pipeline.settings import config_from_dict, load_config
 from pipeline.errors import ConfigError
 from tests.conftest import ROOT
 

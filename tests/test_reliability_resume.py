@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from pipeline import paths, resume, train
-from pipeline.config import load_config
+from pipeline.settings import load_config
 from pipeline.errors import DiskFullError
 from pipeline.stages import align, download, embed
 from tests.conftest import ROOT, write_params

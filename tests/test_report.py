@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pipeline.config import config_from_dict
+from pipeline.settings import config_from_dict
 from pipeline.data.schema import IEMOCAP_EMOTIONS
 from pipeline.errors import DataError
 from pipeline.metrics import iemocap_metrics, regression_metrics

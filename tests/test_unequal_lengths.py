@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline import train
-from pipeline.config import config_from_dict
+from pipeline.settings import config_from_dict
 from pipeline.variants import VARIANTS, variant_config
 from tests.test_baselines_balance import tiny_bert
 

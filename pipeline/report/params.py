@@ -1,7 +1,11 @@
 """Parameter counts of a variant's model, without data or pretrained weights."""
 from __future__ import annotations
 
-from pipeline.config import Config, as_dict, config_from_dict
+from pipeline.config import Config, as_dict
+
+# One variant per model: `python -m pipeline count` with no --variant counts each method.
+
+from pipeline.settings import config_from_dict
 
 # One variant per model: `python -m pipeline count` with no --variant counts each method.
 METHOD_VARIANTS = ("pase", "late_fusion", "ef_lstm", "tfn", "lmf", "mult", "self_mm", "mag_bert",
