@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 import shlex
 from pathlib import Path
 
@@ -280,8 +281,9 @@ def rewrite(text: str, deps: dict[str, list[str]]) -> str:
 
     while i < len(lines):
         line = lines[i]
-        if line.strip() and not line.lstrip().startswith("#") and width(line) == 2 and line.rstrip().endswith(":"):
-            stage = line.strip()[:-1]
+        header = re.match(r"  ([^\s#:]+):\s*(#.*)?$", line)  # a stage (under `stages:`)
+        if header:
+            stage = header.group(1)
         if stage in deps and line.strip() == "deps:":
             out.append(line)
             indent, block = width(line), []
