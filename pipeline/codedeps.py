@@ -135,8 +135,13 @@ def _file_of(module: str, root: Path) -> Path | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
 def _scan(path: Path, module: str) -> _Imports:
+    st = path.stat()  # parsed once per file version: resume.code_hashes asks in every train process
+    return _parse(path, module, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _parse(path: Path, module: str, mtime_ns: int, size: int) -> _Imports:
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except SyntaxError as e:
@@ -187,18 +192,13 @@ def _closure(commands: list[str], root: Path) -> set[str]:
 
 def stage_files(cmd: str, root: Path = ROOT) -> list[str]:
     """The code files of `python -m pipeline <cmd>`, without EXCLUDED's, sorted."""
-    return list(_stage_files(cmd, root.resolve()))
-
-
-@functools.lru_cache(maxsize=None)  # resume.code_hashes asks in every train process
-def _stage_files(cmd: str, root: Path) -> tuple[str, ...]:
-    files = _closure([cmd], root)
+    files = _closure([cmd], root.resolve())
     excluded = EXCLUDED.get(cmd, {})
     stale = sorted(set(excluded) - files)
     if stale:
         raise CodeDepsError(f"codedeps.EXCLUDED[{cmd!r}] names {', '.join(stale)}, which "
                             f"`python -m {PACKAGE} {cmd}` does not run: remove the entry")
-    return tuple(sorted(files - set(excluded)))
+    return sorted(files - set(excluded))
 
 
 def as_deps(files: list[str], root: Path = ROOT) -> list[str]:
