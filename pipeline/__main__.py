@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "train seeds ahead of DVC's stages (started by the first train stage; pipeline/ahead.py)"
     p = sub.add_parser("pool", help=text, description=text)
     p.add_argument("--dvc-pid", type=int, required=True, help="stop when this process has ended")
-    text = "check (or --write) dvc.yaml's code deps: what each stage's command imports (pipeline/codedeps.py)"
+    text = "check (or --write) each stage's code deps in dvc.yaml: what its command imports"
     p = sub.add_parser("codedeps", help=text, description=text)
     p.add_argument("--write", action="store_true", help="rewrite dvc.yaml's code deps")
     args = parser.parse_args(argv)

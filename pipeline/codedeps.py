@@ -45,7 +45,7 @@ def _is_type_checking(test: ast.expr) -> bool:
 
 
 def _stage_of(test: ast.expr) -> str | None:
-    """"train" for `args.stage == "train"`, else None."""
+    """The name in a test `args.stage == "<name>"` (a branch of __main__.main), else None."""
     if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Attribute)
             and test.left.attr == "stage" and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
             and isinstance(test.comparators[0], ast.Constant) and isinstance(test.comparators[0].value, str)):
@@ -104,13 +104,15 @@ class _Imports(ast.NodeVisitor):
         name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
         if name in ("import_module", "__import__") and node.args:
             arg = node.args[0]
-            lead = arg.values[0] if isinstance(arg, ast.JoinedStr) and arg.values else arg
-            text = lead.value if isinstance(lead, ast.Constant) and isinstance(lead.value, str) else ""
-            if isinstance(arg, ast.Constant) and _ours(text):
-                self._add([(text, True)])
-            elif "." not in text or _ours(text.split(".")[0]):  # cannot tell it is not ours
-                raise CodeDepsError(f"{self.where}:{node.lineno}: a dynamic import codedeps cannot "
-                                    f"follow; import the module by name")
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                if _ours(arg.value):
+                    self._add([(arg.value, True)])
+            else:  # a name built at run time: followed only if its fixed start is another package's
+                lead = arg.values[0] if isinstance(arg, ast.JoinedStr) and arg.values else None
+                text = lead.value if isinstance(lead, ast.Constant) and isinstance(lead.value, str) else ""
+                if "." not in text or _ours(text.split(".")[0]):
+                    raise CodeDepsError(f"{self.where}:{node.lineno}: a dynamic import codedeps cannot "
+                                        f"follow; import the module by name")
         self.generic_visit(node)
 
     def _sequence(self, node):
@@ -274,7 +276,7 @@ def rewrite(text: str, deps: dict[str, list[str]]) -> str:
     """dvc.yaml's text with each stage's code deps replaced by deps[stage], in their place (after
     the other deps where it had none); every other line is kept, and so is a kept dep's line."""
     lines = text.splitlines(keepends=True)
-    out, i, stage, indent = [], 0, None, None
+    out, i, stage = [], 0, None
 
     def width(s: str) -> int:
         return len(s) - len(s.lstrip(" "))
@@ -309,20 +311,20 @@ def _rewrite_block(block: list[str], want: list[str], indent: int) -> list[str]:
     if first is None:  # after the last dep, before trailing blank lines
         first = max((n + 1 for n, l in enumerate(block) if dep(l)), default=0)
     rest = [l for l in block if not (dep(l) and _is_code(dep(l)))]
-    first -= sum(1 for l in block[:first] if dep(l) and _is_code(dep(l)))
     new = [kept.get(d, " " * indent + f"- {d}\n") for d in want]
     return rest[:first] + new + rest[first:]
 
 
 def main(write: bool = False, dvc_yaml: Path = Path("dvc.yaml")) -> int:
     """Print how dvc.yaml's code deps differ from the derived ones (exit 1), or rewrite them."""
-    if write:
-        text = dvc_yaml.read_text()
-        new = rewrite(text, derived(dvc_yaml))
-        if new != text:
-            dvc_yaml.write_text(new)
-        print(f"{dvc_yaml}: code deps " + ("rewritten" if new != text else "already derived"))
-        return 0
     diff = differences(dvc_yaml)
     print("\n".join(diff) if diff else f"{dvc_yaml}: every stage's code deps are its imports")
-    return 1 if diff else 0
+    if not (write and diff):
+        return 1 if diff else 0
+    dvc_yaml.write_text(rewrite(dvc_yaml.read_text(), derived(dvc_yaml)))
+    left = differences(dvc_yaml)
+    if left:  # e.g. deps written as a flow list `[a, b]`, which rewrite does not edit
+        raise CodeDepsError(f"{dvc_yaml}: could not rewrite the code deps of " +
+                            ", ".join(d.split(":")[0] for d in left) + ": write them as a block list")
+    print(f"{dvc_yaml}: code deps rewritten")
+    return 0

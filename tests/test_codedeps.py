@@ -19,7 +19,8 @@ COMMANDS = sorted({codedeps._command_of(n, s) for n, s in STAGES.items()})
 
 def test_every_stage_code_deps_are_its_imports():
     diff = codedeps.differences(DVC_YAML)
-    assert not diff, "dvc.yaml's code deps differ; run `python -m pipeline codedeps --write`:\n" + "\n".join(diff)
+    assert not diff, ("dvc.yaml's code deps differ; run `python -m pipeline codedeps --write`:\n"
+                      + "\n".join(diff))
     embed = STAGES["embed"]["do"]["deps"]  # embed_store decides tokenisation and word ids
     assert "pipeline/stages.py" in embed and "pipeline/features" in embed
 
@@ -44,7 +45,8 @@ def test_rewrite_restores_the_derived_lists_and_keeps_every_other_line():
     assert mangled != text
     after = yaml.safe_load(mangled)["stages"]
     assert [d for d in after["report"]["deps"] if d.startswith("pipeline")] == []
-    assert [d for d in after["embed"]["do"]["deps"] if d.startswith("pipeline")] == ["pipeline/features/text.py"]
+    embed = [d for d in after["embed"]["do"]["deps"] if d.startswith("pipeline")]
+    assert embed == ["pipeline/features/text.py"]
     assert after["train"]["deps"][:3] == STAGES["train"]["deps"][:3]  # the data deps stay first
     assert codedeps.rewrite(mangled, want) == text  # comments, data deps, other sections: as they were
     assert codedeps.rewrite(text, want) == text
@@ -140,10 +142,21 @@ def test_imports_it_cannot_follow_are_errors(tree, code, message):
 
 def test_what_never_runs_or_is_not_ours_is_not_a_dep(tree):
     (tree / "pipeline/zz_new.py").write_text("")
+    (tree / "pipeline/zz_dyn.py").write_text("")
     with open(tree / "pipeline/report/figures.py", "a") as f:
         f.write("\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pipeline import zz_new\n"
-                "import importlib\nX = lambda: importlib.import_module(f'mmsdk.{1}')\n")
-    assert "pipeline/zz_new.py" not in codedeps.stage_files("figures", tree)
+                "import importlib\nX = lambda: importlib.import_module(f'mmsdk.{1}')\n"
+                "Y = lambda: importlib.import_module('json'), importlib.import_module('pipeline.zz_dyn')\n")
+    files = codedeps.stage_files("figures", tree)
+    assert "pipeline/zz_new.py" not in files and "pipeline/zz_dyn.py" in files
+
+
+def test_deps_it_cannot_rewrite_are_an_error(tmp_path):
+    f = tmp_path / "dvc.yaml"
+    f.write_text("stages:\n  configure:\n    cmd: python -m pipeline configure\n"
+                 "    deps: [pipeline/paths.py]\n")
+    with pytest.raises(CodeDepsError, match="could not rewrite the code deps of configure"):
+        codedeps.main(write=True, dvc_yaml=f)
 
 
 def test_a_command_main_does_not_handle_is_an_error(tmp_path):
