@@ -317,6 +317,8 @@ def _rewrite_block(block: list[str], want: list[str], indent: int) -> list[str]:
 
 def main(write: bool = False, dvc_yaml: Path = Path("dvc.yaml")) -> int:
     """Print how dvc.yaml's code deps differ from the derived ones (exit 1), or rewrite them."""
+    if not dvc_yaml.is_file():
+        raise CodeDepsError(f"{dvc_yaml.resolve()} not found: run this in the repository's root")
     diff = differences(dvc_yaml)
     print("\n".join(diff) if diff else f"{dvc_yaml}: every stage's code deps are its imports")
     if not (write and diff):
