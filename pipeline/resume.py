@@ -10,10 +10,9 @@ which DVC deletes before it reruns a stage):
 Both are reused only by a run with the same code, parameters and inputs: the folder's name holds
 a hash of the three, and `key.json` inside records them, so that a folder made under anything
 else is discarded with a log line that names what changed. The code is every file the train stage
-runs (code_deps(): its imports, as pipeline/codedeps.py derives them for dvc.yaml too), hashed by
-content; the parameters
-are the variant's effective config without the keys that only choose which runs exist; the
-inputs are the sha256 of the aligned store and the text features. When the stage has finished
+runs (code_deps(): the list pipeline/codedeps.py derives for dvc.yaml too), hashed by content; the
+parameters are the variant's effective config without the keys that only choose which runs exist;
+the inputs are the sha256 of the aligned store and the text features. When the stage has finished
 every seed, its folders are removed: DVC's cache then holds the outputs.
 
 A checkpoint that cannot be read (truncated, corrupt, or not one of this model) is named in a
@@ -58,7 +57,7 @@ def pin_code(hashes: dict[str, str] | None) -> None:
 
 def code_deps() -> list[str]:
     """The train stage's code: the files `python -m pipeline train` imports, the same list that
-    `python -m pipeline codedeps --write` puts in dvc.yaml (derived once per process)."""
+    `python -m pipeline codedeps --write` puts in dvc.yaml (each file parsed once per version)."""
     return codedeps.stage_files("train")
 
 
