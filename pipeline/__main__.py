@@ -11,6 +11,7 @@
     python -m pipeline predict  --run mosi/pase --data data/aligned/mosei.h5
     python -m pipeline explain  --dataset mosi --variant pase [--json]
     python -m pipeline pool     --dvc-pid N   (started by a train stage under dvc repro)
+    python -m pipeline codedeps [--write]     (each stage's code deps in dvc.yaml, from its imports)
 """
 from __future__ import annotations
 
@@ -83,12 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     text = "train seeds ahead of DVC's stages (started by the first train stage; pipeline/ahead.py)"
     p = sub.add_parser("pool", help=text, description=text)
     p.add_argument("--dvc-pid", type=int, required=True, help="stop when this process has ended")
+    text = "check (or --write) each stage's code deps in dvc.yaml: what its command imports"
+    p = sub.add_parser("codedeps", help=text, description=text)
+    p.add_argument("--write", action="store_true", help="rewrite dvc.yaml's code deps")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=os.environ.get("PIPELINE_LOG", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from disk; never reach for a hub
     try:
+        if args.stage == "codedeps":  # reads the code and dvc.yaml, not params.yaml
+            from pipeline.codedeps import main as codedeps
+            return codedeps(args.write)
         from pipeline.settings import load_config
         cfg = load_config(args.params)
         from pipeline import paths

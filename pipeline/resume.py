@@ -9,10 +9,10 @@ which DVC deletes before it reruns a stage):
 
 Both are reused only by a run with the same code, parameters and inputs: the folder's name holds
 a hash of the three, and `key.json` inside records them, so that a folder made under anything
-else is discarded with a log line that names what changed. The code is the train stage's code
-deps in dvc.yaml (CODE_DEPS; a test keeps the two lists equal), hashed by content; the parameters
-are the variant's effective config without the keys that only choose which runs exist; the
-inputs are the sha256 of the aligned store and the text features. When the stage has finished
+else is discarded with a log line that names what changed. The code is every file the train stage
+runs (code_deps(): the list pipeline/codedeps.py derives for dvc.yaml too), hashed by content; the
+parameters are the variant's effective config without the keys that only choose which runs exist;
+the inputs are the sha256 of the aligned store and the text features. When the stage has finished
 every seed, its folders are removed: DVC's cache then holds the outputs.
 
 A checkpoint that cannot be read (truncated, corrupt, or not one of this model) is named in a
@@ -30,20 +30,13 @@ import time
 from pathlib import Path
 
 import pipeline
-from pipeline import paths
+from pipeline import codedeps, paths
 from pipeline.config import Config, as_dict, fingerprint
 from pipeline.data.download import sha256_file
 from pipeline.data.store import _raise_if_disk_full, atomic_path, remove_temp_files, write_atomic
 
 log = logging.getLogger(__name__)
 
-# The train stage's code deps in dvc.yaml (tests/test_reliability_resume.py checks they agree).
-CODE_DEPS = ("pipeline/train.py", "pipeline/train_stage.py", "pipeline/resume.py",
-             "pipeline/effective.py", "pipeline/variants.py",
-             "pipeline/config.py", "pipeline/profiles.py", "pipeline/method_settings.py",
-             "pipeline/precision.py", "pipeline/models", "pipeline/balancers",
-             "pipeline/metrics.py",
-             "pipeline/data/store.py", "pipeline/data/schema.py", "pipeline/features/text.py")
 # Keys that choose which runs exist, not what a run computes; the data sections act through the
 # input files, which are hashed themselves.
 NOT_A_RUN_PARAMETER = ("seeds", "variants", "datasets", "data", "synthetic")
@@ -62,19 +55,19 @@ def pin_code(hashes: dict[str, str] | None) -> None:
     _pinned_code = None if hashes is None else dict(hashes)
 
 
+def code_deps() -> list[str]:
+    """The train stage's code: the files `python -m pipeline train` imports, the same list that
+    `python -m pipeline codedeps --write` puts in dvc.yaml (each file parsed once per version)."""
+    return codedeps.stage_files("train")
+
+
 def code_hashes(disk: bool = False) -> dict[str, str]:
-    """sha256 of every file of CODE_DEPS (folders recursively, without bytecode), by path; the
-    pinned hashes of this process's code where pin_code set them (unless `disk`)."""
+    """sha256 of every file of code_deps(), by path; the pinned hashes of this process's code
+    where pin_code set them (unless `disk`)."""
     if _pinned_code is not None and not disk:
         return dict(_pinned_code)
     root = Path(pipeline.__file__).resolve().parent.parent
-    out = {}
-    for dep in CODE_DEPS:
-        p = root / dep
-        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
-            if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc":
-                out[f.relative_to(root).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()
-    return out
+    return {f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in code_deps()}
 
 
 def _file_hash(path: Path) -> str:

@@ -54,16 +54,12 @@ def load_config(path: Path | str = PARAMS_FILE) -> Config:
 def resolve(cfg: Config, dataset: str, variant: str, task: str) -> tuple[Config, tuple[str, ...], str | None]:
     """One (dataset, variant) run: its config (guarded: only the keys of its data/configs file can
     be read; the scheduling keys set to one value, so no output depends on them), the notes its
-    runs carry, and the reason it is not applicable to `task` (None when it is)."""
+    runs carry, and the reason the variant does not apply to `task` (None when it does; whether
+    its model can read the data is the model's to say: train_stage.run_config)."""
     vcfg = variant_config(cfg, variant, dataset)
     reason = not_applicable(variant, task)
     vcfg, note = text_rule(vcfg, dataset)
     vcfg = effective.guarded(vcfg, effective.read_by(vcfg))  # reading anything else stops the run
-    if note:
-        from pipeline.models.baselines import NEEDS
-        if "bert" in NEEDS.get(vcfg.model, ()):
-            reason = reason or (f"{vcfg.model} fine-tunes BERT's layers and {dataset}'s source has "
-                                "no raw text to tokenise")
     # workers and ahead only schedule the seeds: no output may depend on them (model.pt, metrics)
     vcfg = dataclasses.replace(vcfg, train=dataclasses.replace(vcfg.train, workers=None, ahead=True))
     return vcfg, (note,) if note else (), reason

@@ -26,8 +26,16 @@ log = logging.getLogger(__name__)
 
 
 def run_config(cfg: Config, dataset: str, variant: str) -> tuple[Config, tuple[str, ...], str | None]:
-    """What one (dataset, variant) trains (pipeline/settings.py `resolve`, for the dataset's task)."""
-    return resolve(cfg, dataset, variant, read_attrs(paths.aligned_store(dataset))["task"])
+    """What one (dataset, variant) trains (pipeline/settings.py `resolve`, for the dataset's
+    task), and the reason it cannot: the variant's, or its model's where the text rule left it
+    no raw text to tokenise."""
+    vcfg, notes, reason = resolve(cfg, dataset, variant, read_attrs(paths.aligned_store(dataset))["task"])
+    if notes:
+        from pipeline.models.baselines import NEEDS
+        if "bert" in NEEDS.get(vcfg.model, ()):
+            reason = reason or (f"{vcfg.model} fine-tunes BERT's layers and {dataset}'s source has "
+                                "no raw text to tokenise")
+    return vcfg, notes, reason
 
 
 def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
