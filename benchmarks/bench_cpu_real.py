@@ -143,7 +143,8 @@ def seed_seconds(run: dict, n: dict, epochs: int = PROFILE_EPOCHS) -> float:
 def project(measured: dict, workers: int) -> dict:
     from pipeline.settings import config_from_dict
     from pipeline.data.schema import PAPER_SPLIT_SIZES
-    from pipeline.variants import not_applicable, variant_config
+    from pipeline.variants import not_applicable
+    from pipeline.profiles import variant_config
     import yaml
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -39,7 +39,8 @@ from pipeline.precision import dtype_summary, fp32_recurrent, output_dtypes  # n
 from pipeline.report.params import METHOD_VARIANTS  # noqa: E402
 from pipeline.train import (autocast, build_balancer, build_model, clip_gradients,  # noqa: E402
                             param_groups)
-from pipeline.variants import VARIANTS, not_applicable, variant_config  # noqa: E402
+from pipeline.variants import VARIANTS, not_applicable  # noqa: E402
+from pipeline.profiles import variant_config
 
 DIMS = {"text": 768, "audio": 74, "vision": 35}  # MOSEI: BERT-base, COVAREP, FACET 4.2
 TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)

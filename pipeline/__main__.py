@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.stage == "train":
             from pipeline.effective import check_file
             from pipeline.train_stage import train_variant  # no torch unless it trains
-            from pipeline.variants import variant_config
+            from pipeline.profiles import variant_config
             # the stage depends on data/configs/<dataset>/<variant>.json: it must be what runs
             check_file(variant_config(cfg, args.variant, args.dataset), args.dataset, args.variant)
             train_variant(cfg, args.dataset, args.variant)

@@ -172,7 +172,7 @@ class Pool:
         from pipeline import effective, train_stage
         from pipeline.data.store import verify_inputs
         from pipeline.errors import PipelineError
-        from pipeline.variants import variant_config
+        from pipeline.profiles import variant_config
         cfg = self._cfg()
         if cfg is None:
             return None

@@ -102,6 +102,8 @@ class _Imports(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call):
         name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if name == "iter_modules":  # a package that discovers its modules (a registry) runs them all
+            self._add([(f"{self.package}.*", True)])
         if name in ("import_module", "__import__") and node.args:
             arg = node.args[0]
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
@@ -174,6 +176,12 @@ def _closure(commands: list[str], root: Path) -> set[str]:
     while todo:
         module, required = todo.pop()
         if module in seen:
+            continue
+        if module.endswith(".*"):  # every module of the package
+            package = root.joinpath(*module[:-2].split("."))
+            todo.extend((f"{module[:-2]}.{f.stem}", True) for f in sorted(package.glob("*.py"))
+                        if f.name != "__init__.py")
+            seen.add(module)
             continue
         f = _file_of(module, root)
         if f is None:

@@ -19,13 +19,17 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pipeline.balancers import NAMES, SPECS
 from pipeline.errors import ConfigError
+from pipeline.fields import bounded
+from pipeline.variants import DEFAULT_MATRIX
 
 CMU_SERVER = "http://immortal.multicomp.cs.cmu.edu"
 
 
-def _range(lo=None, hi=None, **kw):
-    return field(metadata={"min": lo, "max": hi}, **kw)
+_range = bounded
+# Every balancer's declaration (pipeline/balancers/): the `balancer:` values and their sections
+BalancerName = Literal[NAMES]
 
 
 @dataclass
@@ -198,42 +202,6 @@ class SgmConfig:
 
 
 @dataclass
-class OgmConfig:
-    """OGM-GE (Peng et al. 2022) on the PaSE backbone with SGM off (baseline `pase-ogm_ge`)."""
-
-    alpha: float = _range(0.0, default=0.1)  # modulation strength: the dominant modality gets 1 - tanh(alpha * ratio)
-    start_epoch: int = _range(1, default=1)  # modulation window [start_epoch, end_epoch], 1-based
-    end_epoch: int | None = None  # None: to the last epoch
-
-
-@dataclass
-class MmparetoConfig:
-    """MMPareto (Wei & Hu 2024) on the PaSE backbone with SGM off (baseline `pase-mmpareto`)."""
-
-    gamma: float = _range(1e-6, default=1.0)  # extra factor on encoder gradients (official code: 1.5)
-    start_epoch: int = _range(1, default=1)  # window [start_epoch, end_epoch], 1-based
-    end_epoch: int | None = None  # None: to the last epoch
-
-
-@dataclass
-class CpConfig:
-    """The Conflict-aware Penalty of CP+SL (pipeline/balancers/cp.py documents it)."""
-
-    alpha: float = _range(1e-6, default=0.5)  # penalty slope, 1 - tanh(alpha * (ratio - 1))
-    start: float = _range(0.0, 1.0, default=0.0)  # window [start, end) as fractions of train.epochs
-    end: float = _range(0.0, 1.0, default=0.5)  # OGM-GE's published window: epochs 0-50 of 100
-    dominant: Literal["text", "audio", "vision", "auto"] = "text"  # the abstract names text
-
-
-# params.yaml's experiment matrix (tests/test_config.py checks that every default here equals
-# params.yaml's value, so a key deleted from the file falls back to the same value).
-DEFAULT_VARIANTS = ("pase", "pase-no_pcl", "pase-no_cal", "pase-no_sgm", "pase-no_pgf", "pase-sum",
-                    "pase-concat", "pase-attention", "pase-T", "pase-A", "pase-V", "pase-AV",
-                    "pase-TA", "pase-TV", "late_fusion", "ef_lstm", "tfn", "lmf", "mult", "self_mm",
-                    "cpsl", "pase-ogm_ge", "pase-mmpareto")
-
-
-@dataclass
 class PaperSizeConfig:
     """Size overrides of the paper profile: the only keys that change a `profile: paper` run
     without leaving the profile (a rehearsal on CPU, a short trial on a GPU). null: the profile's
@@ -252,15 +220,15 @@ class CpuRealSizeConfig(PaperSizeConfig):
 
 
 @dataclass
-class Config:
+class _Settings:
     # cpu: params.yaml as written; paper / cpu-real: pipeline/profiles.py
     profile: Literal["cpu", "paper", "cpu-real"] = "cpu"
     datasets: list[Literal["mosi", "mosei", "iemocap"]] = field(
         default_factory=lambda: ["mosi", "mosei", "iemocap"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))  # pipeline/variants.py
+    variants: list[str] = field(default_factory=lambda: list(DEFAULT_MATRIX))  # pipeline/variants.py
     model: str = "pase"  # the headline method; variants (ablations, baselines) override it
-    balancer: Literal["sgm", "ogm_ge", "mmpareto", "cp", "none"] = "sgm"  # gradient balancing part of the trainer
+    balancer: BalancerName = "sgm"  # gradient balancing part of the trainer (pipeline/balancers/)
     modalities: list[Literal["text", "audio", "vision"]] = field(
         default_factory=lambda: ["text", "audio", "vision"])
     data: DataConfig = field(default_factory=DataConfig)
@@ -273,9 +241,6 @@ class Config:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     sgm: SgmConfig = field(default_factory=SgmConfig)
-    ogm: OgmConfig = field(default_factory=OgmConfig)
-    mmpareto: MmparetoConfig = field(default_factory=MmparetoConfig)
-    cp: CpConfig = field(default_factory=CpConfig)
     paper: PaperSizeConfig = field(default_factory=PaperSizeConfig)
     cpu_real: CpuRealSizeConfig = field(default_factory=CpuRealSizeConfig)
     # Constructor arguments of the model; the paper profile fills them from the method's row of
@@ -286,6 +251,14 @@ class Config:
         if name not in ("mosi", "mosei", "iemocap"):
             raise ConfigError(f"dataset {name!r} is unknown; allowed: mosi, mosei, iemocap")
         return getattr(self.data, name)
+
+
+# The whole config: the sections above and each balancer's own (its SPEC's `section`, `params`).
+Config = dataclasses.make_dataclass(
+    "Config", [(s.section, s.params, field(default_factory=s.params))
+               for s in SPECS.values() if s.section], bases=(_Settings,))
+Config.__module__ = __name__  # pickled by name (seed processes spawned on a GPU)
+Config.__doc__ = "Every setting of params.yaml, validated (pipeline/settings.py resolves it)."
 
 
 # ---------------------------------------------------------------- validation

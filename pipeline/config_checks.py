@@ -48,7 +48,7 @@ def warnings(cfg) -> list[str]:
 
 
 def _variants(cfg):
-    from pipeline.variants import variant_config
+    from pipeline.profiles import variant_config
     return [(v, variant_config(cfg, v)) for v in cfg.variants]
 
 
@@ -78,22 +78,15 @@ def _check_global(cfg) -> None:
     if cfg.train.lr == 0:
         raise ConfigError("train.lr: 0.0 means the weights never change, so every run would report "
                           "its random initialisation; allowed: train.lr > 0")
-    for sec in ("ogm", "mmpareto"):
-        w = getattr(cfg, sec)
-        if w.end_epoch is not None and w.end_epoch < w.start_epoch:
-            raise ConfigError(f"{sec}.end_epoch: {w.end_epoch} is before {sec}.start_epoch "
-                              f"{w.start_epoch}: the window (1-based, inclusive) is empty, so the "
-                              f"balancer would never act; allowed: {sec}.end_epoch >= "
-                              f"{sec}.start_epoch, or null (to the last epoch)")
+    from pipeline.balancers import SPECS
+    for spec in SPECS.values():  # each balancer's own section, whichever variants use it
+        if spec.check:
+            spec.check(getattr(cfg, spec.section))
     if cfg.profile == "cpu" and not cfg.text.finetune and cfg.text.pooling != "cls":
         raise ConfigError(f"text.pooling: {cfg.text.pooling!r} with text.finetune: false: pooling "
                           "chooses the fine-tuned encoder's utterance vector, and frozen vectors "
                           "are not pooled by it, so the setting would change nothing; allowed: "
                           "text.finetune: true, or text.pooling: 'cls'")
-    if cfg.cp.end <= cfg.cp.start:
-        raise ConfigError(f"cp.end: {cfg.cp.end} is not after cp.start {cfg.cp.start}: the window "
-                          "[start, end) (fractions of train.epochs) is empty, so CP+SL's penalty "
-                          "would never act; allowed: 0 <= cp.start < cp.end <= 1")
 
 
 def _uses_sgm(cfg) -> bool:
@@ -143,13 +136,7 @@ def _check_variant(cfg, v: str) -> None:
     inert = _inert_sgm(cfg, v)
     if inert and not _rehearsal(cfg):
         raise ConfigError(inert)
-    windows = {"ogm_ge": ("ogm", cfg.ogm.start_epoch, epochs),  # 1-based: inert past the last epoch
-               "mmpareto": ("mmpareto", cfg.mmpareto.start_epoch, epochs)}
-    # cp's window is a fraction of the run: start < 1 always falls inside it
-    if cfg.balancer in windows:
-        sec, first, last = windows[cfg.balancer]
-        if first > last:
-            raise ConfigError(
-                f"{sec}.start_epoch: {getattr(cfg, sec).start_epoch} with train.epochs: {epochs}: "
-                f"the {cfg.balancer} window starts after the last epoch, so variant {v!r} would "
-                "train without it; allowed: a start within the run's epochs")
+    from pipeline.balancers import SPECS
+    spec = SPECS.get(cfg.balancer)
+    if spec and spec.check:  # the balancer this variant uses, judged at its epochs
+        spec.check(getattr(cfg, spec.section), epochs, v)

@@ -12,7 +12,7 @@ What a run reads (`read_by`), from pipeline/train.py and pipeline/models:
   `switch: epoch` or `sgm.patience` under `switch: plateau`), recorded in every run's history;
 - PaSE models: pcl, cal, pgf, fusion, loss (pase.build) and `sgm.rho` (the Shapley values logged
   in every phase, and SGM's own);
-- balancer sgm: `sgm.enabled`; ogm_ge: ogm; mmpareto: mmpareto; cp: cp.
+- balancer sgm: `sgm.enabled`; another balancer: its own section (its SPEC, pipeline/balancers/).
 Not read by training: data, synthetic (they act through the input files, which the stage hashes),
 datasets and variants (which runs exist) and paper / cpu_real (applied by the profile into text
 and train).
@@ -28,15 +28,17 @@ import json
 from pathlib import Path
 
 from pipeline import paths
+from pipeline.balancers import SPECS
 from pipeline.config import Config, as_dict
 from pipeline.errors import PipelineError
-from pipeline.variants import variant_config
+from pipeline.profiles import variant_config
 
 EVERY_RUN = ("profile", "seeds", "model", "model_args", "balancer", "modalities", "text", "train")
 PASE_SECTIONS = ("pcl", "cal", "pgf", "fusion", "loss")
-BALANCER_SECTION = {"ogm_ge": "ogm", "mmpareto": "mmpareto", "cp": "cp"}
-GUARDED = ("pcl", "cal", "pgf", "fusion", "loss", "sgm", "ogm", "mmpareto", "cp", "data",
-           "synthetic", "paper", "cpu_real")
+# each balancer's own section (its SPEC), read by the runs that use that balancer
+BALANCER_SECTION = {s.name: s.section for s in SPECS.values() if s.section}
+GUARDED = (*PASE_SECTIONS, "sgm", *BALANCER_SECTION.values(), "data", "synthetic", "paper",
+           "cpu_real")
 
 
 class UnreadParameter(PipelineError):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pipeline.config import Config, build_config, merge as _merge
+from pipeline.config import Config, as_dict, build_config, merge as _merge
 from pipeline.errors import ConfigError
 
 _MISSING = object()
@@ -290,3 +290,27 @@ def effective_settings(cfg: Config, dataset: str) -> dict:
         r = row(cfg.model, dataset)
         out["method_source"] = r["source"] + (f" (row: {r['dataset_row']})" if r["dataset_row"] else "")
     return out
+
+
+def variant_config(cfg: Config, variant: str, dataset: str | None = None) -> Config:
+    """`cfg` (already resolved) with the variant's overrides; under the paper profile, then the
+    row of pipeline/method_settings.py for the variant's model on `dataset` (None: MOSEI's);
+    under cpu-real, only the row's `finetune_bert` (`cpu_real_rule`)."""
+    from pipeline.variants import VARIANTS
+    if variant not in VARIANTS:
+        raise ConfigError(f"variant {variant!r} is unknown; allowed: {', '.join(VARIANTS)}")
+    # No variant touches a key a profile fixes.
+    raw = _merge(as_dict(cfg), VARIANTS[variant])
+    if cfg.profile == "paper":
+        from pipeline.method_settings import row
+        r = row(raw["model"], dataset)
+        # the row sets the per-part values whole: a part it leaves out is None (train.lr)
+        for parts in ("lr_parts", "weight_decay_parts"):
+            raw["train"][parts] = {p: None for p in raw["train"][parts]}
+        raw = _merge(raw, {"train": r["train"]})
+        raw["model_args"] = dict(r["model_args"])
+        raw["text"]["finetune"] = r["finetune_bert"]
+    elif cfg.profile == "cpu-real":
+        from pipeline.method_settings import SETTINGS
+        raw = cpu_real_rule(raw, SETTINGS[raw["model"]]["finetune_bert"])
+    return build_config(raw)

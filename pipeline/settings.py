@@ -21,7 +21,8 @@ from pipeline import config_checks, effective
 from pipeline.config import Config, build_config
 from pipeline.errors import ConfigError
 from pipeline.profiles import resolve_profile, text_rule
-from pipeline.variants import not_applicable, variant_config
+from pipeline.variants import not_applicable
+from pipeline.profiles import variant_config
 
 PARAMS_FILE = Path("params.yaml")
 

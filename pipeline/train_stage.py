@@ -20,7 +20,7 @@ from pipeline import paths, resume
 from pipeline.config import Config
 from pipeline.data.store import read_attrs, verify_inputs, write_atomic
 from pipeline.settings import resolve
-from pipeline.variants import variant_config
+from pipeline.profiles import variant_config
 
 log = logging.getLogger(__name__)
 

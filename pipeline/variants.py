@@ -1,13 +1,12 @@
-"""Named experiment variants: each is params.yaml plus a few overrides.
+"""Named experiment variants: each is params.yaml plus a few overrides (declarations only: the
+profile applies them, pipeline/profiles.py `variant_config`).
 
 `dvc exp run -S sgm.enabled=false` changes params.yaml, so it changes the headline `pase` run
 (and every variant built on it), while `pase-no_sgm` always means "PaSE without SGM".
 """
 from __future__ import annotations
 
-from pipeline.config import Config, as_dict, build_config
-from pipeline.config import merge as _merge
-from pipeline.errors import ConfigError
+from pipeline.balancers import SPECS
 
 MODALITY_SETS = {"T": ["text"], "A": ["audio"], "V": ["vision"], "AV": ["audio", "vision"],
                  "TA": ["text", "audio"], "TV": ["text", "vision"]}
@@ -29,9 +28,10 @@ VARIANTS: dict[str, dict] = {
     **{name: {"model": name, "balancer": "none"}
        for name in ("ef_lstm", "tfn", "lmf", "mult", "self_mm", "mag_bert")},
     "cpsl": {"model": "cpsl", "balancer": "cp"},
-    # gradient balancing on the PaSE backbone with SGM off: Shapley vs gradient-ratio modulation
-    "pase-ogm_ge": {"model": "pase", "balancer": "ogm_ge", "sgm": {"enabled": False}},
-    "pase-mmpareto": {"model": "pase", "balancer": "mmpareto", "sgm": {"enabled": False}},
+    # each other balancer on the PaSE backbone with SGM off (its SPEC's `variant`): Shapley
+    # against gradient-ratio, Pareto, classifier-guided... modulation, everything else equal
+    **{s.variant: {"model": "pase", "balancer": s.name, "sgm": {"enabled": False}}
+       for s in SPECS.values() if s.variant},
 }
 
 
@@ -48,25 +48,7 @@ def not_applicable(variant: str, task: str) -> str | None:
     return rule[1] if rule and rule[0](task) else None
 
 
-def variant_config(cfg: Config, variant: str, dataset: str | None = None) -> Config:
-    """`cfg` (already resolved) with the variant's overrides; under the paper profile, then the
-    row of pipeline/method_settings.py for the variant's model on `dataset` (None: MOSEI's);
-    under cpu-real, only the row's `finetune_bert` (pipeline/profiles.py, `cpu_real_rule`)."""
-    if variant not in VARIANTS:
-        raise ConfigError(f"variant {variant!r} is unknown; allowed: {', '.join(VARIANTS)}")
-    # No variant touches a key a profile fixes.
-    raw = _merge(as_dict(cfg), VARIANTS[variant])
-    if cfg.profile == "paper":
-        from pipeline.method_settings import row
-        r = row(raw["model"], dataset)
-        # the row sets the per-part values whole: a part it leaves out is None (train.lr)
-        for parts in ("lr_parts", "weight_decay_parts"):
-            raw["train"][parts] = {p: None for p in raw["train"][parts]}
-        raw = _merge(raw, {"train": r["train"]})
-        raw["model_args"] = dict(r["model_args"])
-        raw["text"]["finetune"] = r["finetune_bert"]
-    elif cfg.profile == "cpu-real":
-        from pipeline.method_settings import SETTINGS
-        from pipeline.profiles import cpu_real_rule
-        raw = cpu_real_rule(raw, SETTINGS[raw["model"]]["finetune_bert"])
-    return build_config(raw)
+# The variants that need a fine-tuned BERT (the paper profile's GPU): not in the default matrix.
+GPU_ONLY = ("mag_bert",)
+# params.yaml's `variants` as shipped: every variant that runs on the CPU default
+DEFAULT_MATRIX = tuple(v for v in VARIANTS if v not in GPU_ONLY)

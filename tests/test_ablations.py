@@ -9,7 +9,7 @@ from pipeline.balancers.sgm import SGM, subset_utility
 from pipeline.config import as_dict
 from pipeline.settings import config_from_dict
 from pipeline.models import pase
-from pipeline.variants import variant_config
+from pipeline.profiles import variant_config
 
 DIMS = {"text": 6, "audio": 4, "vision": 3}
 TABLE3 = {"pase-no_pcl": {"pcl.enabled"}, "pase-no_cal": {"cal.enabled"},

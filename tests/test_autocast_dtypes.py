@@ -15,7 +15,7 @@ from torch import nn
 from pipeline.settings import config_from_dict
 from pipeline.precision import dtype_summary, fp32_recurrent, output_dtypes
 from pipeline.train import build_model
-from pipeline.variants import variant_config
+from pipeline.profiles import variant_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,8 @@ import yaml
 from pipeline.settings import config_from_dict, load_config
 from pipeline.errors import ConfigError
 from pipeline.method_settings import SETTINGS
-from pipeline.variants import VARIANTS, variant_config
+from pipeline.variants import VARIANTS
+from pipeline.profiles import variant_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -5,10 +5,10 @@ import json
 import pytest
 
 from pipeline import effective
-from pipeline.config import DEFAULT_VARIANTS
+from pipeline.variants import DEFAULT_MATRIX as DEFAULT_VARIANTS
 from pipeline.settings import config_from_dict
 from pipeline.effective import ReadGuard, UnreadParameter, guarded, read_by
-from pipeline.variants import variant_config
+from pipeline.profiles import variant_config
 from tests.conftest import TINY_PARAMS, merge
 
 PASE_SGM = ["pase", "pase-no_pcl", "pase-no_cal", "pase-no_pgf", "pase-sum", "pase-concat",

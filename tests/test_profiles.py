@@ -14,7 +14,8 @@ from pipeline.config import as_dict
 from pipeline.settings import config_from_dict, load_config
 from pipeline.errors import ConfigError
 from pipeline.method_settings import SETTINGS, row
-from pipeline.variants import VARIANTS, variant_config
+from pipeline.variants import VARIANTS
+from pipeline.profiles import variant_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -7,7 +7,8 @@ import torch
 
 from pipeline import train
 from pipeline.settings import config_from_dict
-from pipeline.variants import VARIANTS, variant_config
+from pipeline.variants import VARIANTS
+from pipeline.profiles import variant_config
 from tests.test_baselines_balance import tiny_bert
 
 pytestmark = pytest.mark.usefixtures("one_thread")

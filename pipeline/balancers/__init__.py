@@ -3,36 +3,49 @@
 Every balancer is a `Balancer` (base.py): `active(epoch)`, `backward(model, losses, epoch)` (the
 ordinary summed backward unless a method needs per-term gradients), `before_step(...)` between
 backward and the optimizer step, returning floats to log, and `reset(optimizer)` where it changes
-learning rates. One file a method:
+learning rates. One file a method, each declaring itself in `SPEC` (base.BalancerSpec: its
+params.yaml section, checks, what it needs from the model, its variant and display name); this
+package finds them, so a new balancer is its own file, its params section and its test:
 
   sgm.py       PaSE's Shapley-based Gradient Modulation (update scaled per modality group)
   ogm_ge.py    OGM-GE (Peng et al. 2022), update-side coefficient + GE noise on conv kernels
   mmpareto.py  MMPareto (Wei & Hu 2024), Pareto integration of multimodal and unimodal gradients
   cp.py        CP+SL's Conflict-aware Penalty (task vs Statistical Loss on the dominant encoder)
+  cggm.py      CGGM (Guo et al. 2024), classifier-guided gradient modulation
+
+Declaring a balancer imports no torch: the config (which every stage loads) is built from them.
 """
 from __future__ import annotations
 
-from .base import Balancer
+import importlib
+import pkgutil
 
-NAMES = ("sgm", "ogm_ge", "mmpareto", "cp", "none")
+from .base import Balancer, BalancerSpec
+
+
+def _discover() -> dict[str, BalancerSpec]:
+    specs = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base":
+            spec = getattr(importlib.import_module(f".{info.name}", __name__), "SPEC", None)
+            if isinstance(spec, BalancerSpec):
+                specs.append(spec)
+    return {s.name: s for s in sorted(specs, key=lambda s: s.order)}
+
+
+SPECS = _discover()
+NAMES = (*SPECS, "none")
+VARIANTS = tuple(s.variant for s in SPECS.values() if s.variant)  # each on PaSE's backbone
 
 
 def build(cfg, task: str) -> Balancer:
     """The balancer `cfg.balancer` names, from its params.yaml section (SGM: phase 2 of PaSE)."""
-    name = cfg.balancer
-    if name == "sgm" and cfg.sgm.enabled:
-        from .sgm import SGM
-        return SGM(rho=cfg.sgm.rho)
-    if name == "ogm_ge":
-        from .ogm_ge import OGMGE
-        return OGMGE(alpha=cfg.ogm.alpha, start=cfg.ogm.start_epoch - 1, end=cfg.ogm.end_epoch,
-                     task=task)
-    if name == "mmpareto":
-        from .mmpareto import MMPareto
-        return MMPareto(start=cfg.mmpareto.start_epoch - 1, end=cfg.mmpareto.end_epoch,
-                        gamma=cfg.mmpareto.gamma)
-    if name == "cp":
-        from .cp import ConflictAwarePenalty
-        return ConflictAwarePenalty(alpha=cfg.cp.alpha, start=cfg.cp.start, end=cfg.cp.end,
-                                    epochs=cfg.train.epochs, dominant=cfg.cp.dominant)
-    return Balancer()
+    spec = SPECS.get(cfg.balancer)
+    return spec.build(cfg, task) if spec else Balancer()
+
+
+def unimodal_heads(name: str) -> str | None:
+    """What balancer `name` needs PaSE to build: None, or unimodal heads on "detached" or "live"
+    encoder outputs."""
+    spec = SPECS.get(name)
+    return spec.unimodal_heads if spec else None

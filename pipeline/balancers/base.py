@@ -1,5 +1,8 @@
-"""The interface every balancer implements, and the helpers they share."""
+"""The interface every balancer implements, its declaration, and the helpers they share."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 
 class Balancer:
@@ -64,3 +67,43 @@ def reset_group_lr(optimizer) -> None:
     """Every group back to its base learning rate."""
     for group in optimizer.param_groups:
         group["lr"] = group.setdefault("base_lr", group["lr"])
+
+
+@dataclass(frozen=True)
+class BalancerSpec:
+    """A balancer's one declaration (`SPEC` in its module): the rest of the pipeline derives from
+    it its config section and the `balancer:` values allowed (pipeline/config.py), the keys a run
+    depends on (pipeline/effective.py), the checks (pipeline/config_checks.py), what PaSE builds
+    for it (pipeline/models/pase.py), its variant on PaSE's backbone (pipeline/variants.py) and
+    its rows and labels in the report (Table 3, the diagnostics)."""
+
+    name: str                   # params.yaml `balancer:` value
+    display: str                # its name in tables and figures
+    build: Callable             # (cfg, task) -> Balancer
+    order: int                  # its place among the balancers (tables, variants)
+    section: str | None = None  # its params.yaml section ...
+    params: type | None = None  # ... and that section's dataclass (the schema's)
+    # refuse a setting that would make it inert: (section, epochs, variant) -> None or raise
+    # ConfigError; called with epochs=None for the section alone (every run), else per variant
+    check: Callable | None = None
+    unimodal_heads: str | None = None  # what it needs from PaSE: None | "detached" | "live"
+    variant: str | None = None  # the variant that runs it on PaSE's backbone with SGM off
+    summary: str = ""           # what it does, for Table 3's caption
+
+
+def epoch_window_check(section: str, name: str) -> Callable:
+    """The check of a 1-based, inclusive epoch window `<section>.start_epoch .. end_epoch`."""
+    from pipeline.errors import ConfigError
+
+    def check(p, epochs: int | None = None, variant: str | None = None) -> None:
+        if epochs is None and p.end_epoch is not None and p.end_epoch < p.start_epoch:
+            raise ConfigError(f"{section}.end_epoch: {p.end_epoch} is before {section}.start_epoch "
+                              f"{p.start_epoch}: the window (1-based, inclusive) is empty, so the "
+                              f"balancer would never act; allowed: {section}.end_epoch >= "
+                              f"{section}.start_epoch, or null (to the last epoch)")
+        if epochs is not None and p.start_epoch > epochs:
+            raise ConfigError(
+                f"{section}.start_epoch: {p.start_epoch} with train.epochs: {epochs}: the {name} "
+                f"window starts after the last epoch, so variant {variant!r} would train without "
+                "it; allowed: a start within the run's epochs")
+    return check

@@ -41,10 +41,14 @@ Each choice below, and why:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
-import torch
 
-from .base import Balancer
+from pipeline.errors import ConfigError
+from pipeline.fields import bounded
+
+from .base import Balancer, BalancerSpec
 
 SL_TERMS = ("sl", "sl_unimodal")
 
@@ -98,6 +102,7 @@ class ConflictAwarePenalty(Balancer):
         return max(encoders, key=lambda m: rms(encoders[m]))
 
     def backward(self, model, losses: dict, epoch: int) -> None:
+        import torch
         encoders = {m: [p for p in ps if p.requires_grad]
                     for m, ps in model.modality_parameters().items()}
         encoders = {m: ps for m, ps in encoders.items() if ps}
@@ -138,3 +143,31 @@ class ConflictAwarePenalty(Balancer):
             return {}
         info, self._info = self._info, {}
         return info
+
+
+@dataclass
+class CpParams:
+    """params.yaml `cp:`: the Conflict-aware Penalty of CP+SL (variant `cpsl`; module doc)."""
+
+    alpha: float = bounded(1e-6, default=0.5)  # penalty slope, 1 - tanh(alpha * (ratio - 1))
+    start: float = bounded(0.0, 1.0, default=0.0)  # window [start, end) as fractions of train.epochs
+    end: float = bounded(0.0, 1.0, default=0.5)  # OGM-GE's published window: epochs 0-50 of 100
+    dominant: Literal["text", "audio", "vision", "auto"] = "text"  # the abstract names text
+
+
+def _check(p: CpParams, epochs: int | None = None, variant: str | None = None) -> None:
+    # a window [start, end) with start < end always holds an epoch of the run: only its order
+    if epochs is None and p.end <= p.start:
+        raise ConfigError(f"cp.end: {p.end} is not after cp.start {p.start}: the window "
+                          "[start, end) (fractions of train.epochs) is empty, so CP+SL's penalty "
+                          "would never act; allowed: 0 <= cp.start < cp.end <= 1")
+
+
+def _build(cfg, task: str) -> ConflictAwarePenalty:
+    p = cfg.cp
+    return ConflictAwarePenalty(alpha=p.alpha, start=p.start, end=p.end, epochs=cfg.train.epochs,
+                                dominant=p.dominant)
+
+
+SPEC = BalancerSpec(name="cp", display="CP", build=_build, order=3, section="cp", params=CpParams,
+                    check=_check)

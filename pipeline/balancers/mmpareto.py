@@ -76,11 +76,15 @@ for "other" terms) instead of one, plus a few dot products per encoder.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it runs: declaring a balancer needs none
+    import torch
 
-from .base import Balancer
+from pipeline.fields import bounded
+
+from .base import Balancer, BalancerSpec, epoch_window_check
 
 
 def pareto_combine(g_mm: torch.Tensor, g_u: torch.Tensor, gamma: float = 1.0
@@ -89,6 +93,7 @@ def pareto_combine(g_mm: torch.Tensor, g_u: torch.Tensor, gamma: float = 1.0
 
     Returns (d, info) with info = {"cos", "conflict", "w", "scale"}.
     """
+    import torch
     s = g_mm + g_u
     n_mm, n_u = float(g_mm.norm()), float(g_u.norm())
     dot = float(torch.dot(g_mm.flatten(), g_u.flatten()))
@@ -106,6 +111,7 @@ def pareto_combine(g_mm: torch.Tensor, g_u: torch.Tensor, gamma: float = 1.0
 
 
 def _flat(grads: Iterable[torch.Tensor | None], params: list[torch.Tensor]) -> torch.Tensor:
+    import torch
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                       for g, p in zip(grads, params)])
 
@@ -159,6 +165,7 @@ class MMPareto(Balancer):
         return mm, uni, other
 
     def backward(self, model, losses: dict, epoch: int) -> None:
+        import torch
         mm, uni, other = self.split_terms(losses)
         encoders = {m: [p for p in ps if p.requires_grad]
                     for m, ps in model.modality_parameters().items()}
@@ -206,3 +213,24 @@ class MMPareto(Balancer):
             return {}
         info, self._info = self._info, {}
         return info
+
+
+@dataclass
+class MmparetoParams:
+    """params.yaml `mmpareto:`: MMPareto on the PaSE backbone with SGM off (`pase-mmpareto`)."""
+
+    gamma: float = bounded(1e-6, default=1.0)  # extra factor on encoder gradients (official code: 1.5)
+    start_epoch: int = bounded(1, default=1)  # window [start_epoch, end_epoch], 1-based
+    end_epoch: int | None = None  # None: to the last epoch
+
+
+def _build(cfg, task: str) -> MMPareto:
+    p = cfg.mmpareto
+    return MMPareto(start=p.start_epoch - 1, end=p.end_epoch, gamma=p.gamma)
+
+
+# "live" heads: each unimodal loss also trains its encoder (the unimodal assistance it integrates)
+SPEC = BalancerSpec(name="mmpareto", display="MMPareto", build=_build, order=2, section="mmpareto",
+                    params=MmparetoParams, check=epoch_window_check("mmpareto", "mmpareto"),
+                    unimodal_heads="live", variant="pase-mmpareto",
+                    summary="MMPareto's Pareto integration of multimodal and unimodal gradients")

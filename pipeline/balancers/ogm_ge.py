@@ -48,14 +48,16 @@ Read from the authors' current code (GeWu-Lab/OGM-GE_CVPR2022, main.py `train_ep
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where it runs: declaring a balancer needs none
+    import torch
+    from torch import nn
 
-from .base import Balancer, reset_group_lr, scale_group_lr
+from pipeline.fields import bounded
 
-CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
+from .base import Balancer, BalancerSpec, epoch_window_check, reset_group_lr, scale_group_lr
 
 def unimodal_score(pred: torch.Tensor, label: torch.Tensor, task: str) -> float:
     """Batch score of one unimodal head (step 1 of the module doc).
@@ -64,6 +66,7 @@ def unimodal_score(pred: torch.Tensor, label: torch.Tensor, task: str) -> float:
     (B,), or (B, E·C) with labels (B, E) for E tasks (IEMOCAP: E = 4, C = 2).
     regression: mean exp(-|pred - y|), the Laplace(ŷ, 1) likelihood of the true score.
     """
+    import torch
     pred = pred.detach().float()
     if task == "regression":
         err = (pred.reshape(-1) - label.reshape(-1).float()).abs()
@@ -93,7 +96,8 @@ def coefficients(scores: dict[str, float], alpha: float) -> dict[str, float]:
 
 def conv_kernels(module: nn.Module) -> list[nn.Parameter]:
     """The convolution weights inside `module` (where the original adds the GE noise)."""
-    return [m.weight for m in module.modules() if isinstance(m, CONV) and m.weight.requires_grad]
+    from torch import nn
+    return [m.weight for m in module.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.weight.requires_grad]
 
 
 class OGMGE(Balancer):
@@ -121,6 +125,7 @@ class OGMGE(Balancer):
         return coefficients(scores, self.alpha)
 
     def _add_noise(self, model) -> None:
+        import torch
         encoders = getattr(model, "encoders", None)
         if encoders is None:
             return
@@ -156,3 +161,23 @@ class OGMGE(Balancer):
 
     def reset(self, optimizer) -> None:
         reset_group_lr(optimizer)
+
+
+@dataclass
+class OgmParams:
+    """params.yaml `ogm:`: OGM-GE on the PaSE backbone with SGM off (variant `pase-ogm_ge`)."""
+
+    alpha: float = bounded(0.0, default=0.1)  # modulation strength: the dominant modality gets 1 - tanh(alpha * ratio)
+    start_epoch: int = bounded(1, default=1)  # modulation window [start_epoch, end_epoch], 1-based
+    end_epoch: int | None = None  # None: to the last epoch
+
+
+def _build(cfg, task: str) -> OGMGE:
+    p = cfg.ogm
+    return OGMGE(alpha=p.alpha, start=p.start_epoch - 1, end=p.end_epoch, task=task)
+
+
+SPEC = BalancerSpec(name="ogm_ge", display="OGM-GE", build=_build, order=1, section="ogm",
+                    params=OgmParams, check=epoch_window_check("ogm", "ogm_ge"),
+                    unimodal_heads="detached", variant="pase-ogm_ge",
+                    summary="OGM-GE's gradient modulation")

@@ -46,9 +46,8 @@ import math
 from itertools import combinations
 from typing import Iterable
 
-import torch
 
-from .base import Balancer, reset_group_lr, scale_group_lr
+from .base import Balancer, BalancerSpec, reset_group_lr, scale_group_lr
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +87,7 @@ def shapley_values(utility: dict, modalities: Iterable[str]) -> dict:
 
 
 def _value(x) -> float:
+    import torch
     return float(x.detach()) if torch.is_tensor(x) else float(x)
 
 
@@ -221,3 +221,12 @@ class SGM(Balancer):
             info.update({f"shapley_ema_{m}": v for m, v in used.items()})
         info.update({f"phi_{m}": v for m, v in phi.items()})
         return info
+
+
+def _build(cfg, task: str) -> Balancer:
+    return SGM(rho=cfg.sgm.rho) if cfg.sgm.enabled else Balancer()
+
+
+# PaSE's own phase 2: its section `sgm` also holds the trainer's phase switch, which every run
+# reads (pipeline/config.py SgmConfig, pipeline/effective.py)
+SPEC = BalancerSpec(name="sgm", display="SGM", build=_build, order=0)

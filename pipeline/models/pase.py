@@ -188,12 +188,14 @@ class PaSE(MultimodalModel):
 
 
 def build(dims, out_dim, task, cfg, bert=None) -> PaSE:
-    """PaSE from the validated config (pipeline/config.py)."""
+    """PaSE from the validated config (pipeline/config.py), with the unimodal heads its balancer
+    asks for (its SPEC's `unimodal_heads`)."""
+    from pipeline.balancers import unimodal_heads
+    heads = unimodal_heads(cfg.balancer)
     return PaSE(dims, out_dim, task, n_classes=3 if task == "regression" else 4,
                 hidden=cfg.train.hidden, dropout=cfg.train.dropout, fusion=cfg.fusion.type,
                 pgf=cfg.pgf.enabled, pcl=cfg.pcl.enabled, cal=cfg.cal.enabled, gamma=cfg.pcl.gamma,
                 tau=cfg.pcl.tau, neutral_band=cfg.pcl.neutral_band, cal_reg=cfg.cal.reg,
                 cal_alpha=cfg.cal.alpha, cal_beta=cfg.cal.beta, cal_iter=cfg.cal.n_iter,
-                mu=cfg.loss.mu, bert=bert, aux_heads=cfg.balancer in ("ogm_ge", "mmpareto"),
-                aux_detach=cfg.balancer != "mmpareto",
+                mu=cfg.loss.mu, bert=bert, aux_heads=heads is not None, aux_detach=heads != "live",
                 encoder=cfg.train.encoder, text_pooling=cfg.text.pooling)

@@ -1,6 +1,6 @@
 """Imbalance diagnostics and the synthetic oracle.
 
-Unimodal probes (the measure balancing papers use, e.g. OGM-GE, MMPareto): for each multimodal
+Unimodal probes (the measure balancing papers use): for each multimodal
 run, each frozen encoder's output (`probe_features.npz`, written by the train stage at the end of
 each seed from the selected model) gets a linear head fitted on the train split (least squares
 with a small ridge, closed form: deterministic, no tuning; IEMOCAP: the four one-hot columns,
@@ -20,11 +20,12 @@ import json
 
 import numpy as np
 
+from pipeline.balancers import VARIANTS as BALANCER_VARIANTS
 from pipeline import paths
 from pipeline.metrics import iemocap_metrics, regression_metrics
 from pipeline.report.stats import mean_std, paired_test
 
-DIAGNOSED = ("pase", "pase-no_sgm", "pase-ogm_ge", "pase-mmpareto", "cpsl")
+DIAGNOSED = ("pase", "pase-no_sgm", *BALANCER_VARIANTS, "cpsl")  # each balancer's variant
 UNIMODAL = {"text": "pase-T", "audio": "pase-A", "vision": "pase-V"}
 RIDGE = 1e-3
 ORACLE_SETS = {"T": "pase-T", "A": "pase-A", "V": "pase-V", "TA": "pase-TA", "TV": "pase-TV",

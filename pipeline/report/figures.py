@@ -558,8 +558,8 @@ def diagnostics_figure(cfg: Config, fig_dir: Path, plot_dir: Path) -> dict[str, 
     variants = [v for v in dg.DIAGNOSED if v in cfg.variants]
     rows = [r for ds in cfg.datasets for r in dg.collect(ds, variants, cfg.seeds)]
     if not rows:
-        raise Skip("needs probe_features.npz of pase, pase-no_sgm, pase-ogm_ge, pase-mmpareto or "
-                   "cpsl runs")
+        raise Skip("needs probe_features.npz of " + ", ".join(dg.DIAGNOSED[:-1]) + " or "
+                   f"{dg.DIAGNOSED[-1]} runs")
     df = pd.DataFrame(rows)
     dss = list(dict.fromkeys(df["dataset"]))
     fig = Figure(figsize=(4.2 * len(dss) + 1.0, 3.8), layout="constrained")

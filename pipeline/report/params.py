@@ -54,7 +54,7 @@ def count_variant(cfg: Config, variant: str, profile: str | None, dims: str | No
                   dataset: str | None = "mosei") -> int:
     import torch
     from pipeline import train
-    from pipeline.variants import variant_config
+    from pipeline.profiles import variant_config
 
     if profile and profile != cfg.profile:
         # Count under the other profile: its own values, not this file's (no conflict check).

@@ -41,6 +41,7 @@ from pipeline.data.store import atomic_path, write_atomic
 from pipeline.errors import DataError
 from pipeline.report import paper
 from pipeline.report.stats import PairedBootstrap, mean_std, paired_test
+from pipeline.balancers import SPECS, VARIANTS as BALANCER_VARIANTS
 from pipeline.variants import VARIANTS
 
 SYNTHETIC_TITLE = "SYNTHETIC DATA — not comparable with the paper"
@@ -49,16 +50,16 @@ ALPHA = 0.05
 
 TABLE3_VARIANTS = tuple(r.variant for r in paper.TABLE3.rows)  # pase first
 TABLE4_VARIANTS = tuple(r.variant for r in paper.TABLE4.rows)  # pase last
-# SGM replaced by OGM-GE or MMPareto: the balancing ablations the paper lacks (README: SGM against
-# gradient-ratio and Pareto modulation, everything else equal)
-EXTRA_TABLE3 = ("pase-ogm_ge", "pase-mmpareto")
+# SGM replaced by each other balancer (its SPEC, pipeline/balancers/): the balancing ablations the
+# paper lacks (README: SGM against other modulation rules, everything else equal)
+EXTRA_TABLE3 = BALANCER_VARIANTS
 BASELINES = tuple(v for v in VARIANTS if v not in TABLE3_VARIANTS + TABLE4_VARIANTS)
 NAMES = {  # display names; the paper's row names where it has the row
     **{r.variant: r.name for t in (paper.TABLE3, paper.TABLE4, paper.TABLE1) for r in t.rows
        if r.variant},
     "pase": "PaSE", "late_fusion": "Late fusion", "ef_lstm": "EF-LSTM", "tfn": "TFN", "lmf": "LMF",
-    "cpsl": "CP+SL", "pase-ogm_ge": "OGM-GE instead of SGM",
-    "pase-mmpareto": "MMPareto instead of SGM",
+    "cpsl": "CP+SL",
+    **{s.variant: f"{s.display} instead of SGM" for s in SPECS.values() if s.variant},
 }
 NOT_PERCENT = ("corr", "mae")
 LABELS = {"acc2": "Acc-2", "f1": "F1", "acc7": "Acc-7", "acc5": "Acc-5", "corr": "Corr",
@@ -578,10 +579,8 @@ def table3(b: Builder, seeds) -> Table | None:
         "Significant: p (paired t) < 0.05 and the CI excludes 0. No correction for multiple "
         "comparisons. The t-test has n − 1 degrees of freedom (n paired seeds); scipy gives p = 0 "
         "when every per-seed difference is the same, which few seeds make likely: read p with n.",
-        "OGM-GE instead of SGM (pase-ogm_ge): the PaSE backbone with SGM off and OGM-GE's gradient "
-        "modulation (not in the paper).",
-        "MMPareto instead of SGM (pase-mmpareto): the PaSE backbone with SGM off and MMPareto's "
-        "Pareto integration of multimodal and unimodal gradients (not in the paper).",
+        *(f"{s.display} instead of SGM ({s.variant}): the PaSE backbone with SGM off and "
+          f"{s.summary} (not in the paper)." for s in SPECS.values() if s.variant),
     ]
     _na_notes(t, b, variants, dss)
     return t
