@@ -62,7 +62,7 @@ def test_predict_on_the_training_store_gives_the_training_numbers(trained):
 def test_predict_a_mosi_model_on_mosei(trained, capsys):
     rc = main(["predict", "--run", "mosi/pase", "--data", str(paths.aligned_store("mosei"))])
     assert rc == 0 and "mosi/pase on data/aligned/mosei.h5 (test, 2 seed(s)): mae " in capsys.readouterr().out
-    out = Path("predictions/mosi-pase_on_mosei")
+    out = Path(f"predictions/mosi-pase_on_mosei-{sha(paths.aligned_store('mosei'))[:10]}")
     per_seed = []
     for seed in (0, 1):
         pred, label, ids = _predictions(out / f"seed{seed}" / "predictions.csv")
@@ -84,11 +84,11 @@ def test_predict_on_an_mmsa_pickle_needs_its_checksum(trained):
     with pytest.raises(DataError, match="sha256"):
         predict_run("mosi/pase", pkl, source="mmsa", data_dataset="mosei")
     r = predict_run("mosi/pase", pkl, source="mmsa", data_dataset="mosei", sha256=sha(pkl))
-    pred, label, ids = _predictions(Path("predictions/mosi-pase_on_unaligned_50/seed0/predictions.csv"))
+    out = Path(f"predictions/mosi-pase_on_unaligned_50-{sha(pkl)[:10]}")  # the file's digest
+    pred, label, ids = _predictions(out / "seed0/predictions.csv")
     assert len(ids) == 4 and r["metrics"]["mae"] == pytest.approx(
-        np.mean([regression_metrics(*_predictions(
-            Path(f"predictions/mosi-pase_on_unaligned_50/seed{s}/predictions.csv"))[:2])["mae"]
-            for s in (0, 1)]), abs=1e-6)
+        np.mean([regression_metrics(*_predictions(out / f"seed{s}/predictions.csv")[:2])["mae"]
+                 for s in (0, 1)]), abs=1e-6)
 
 
 def test_predict_refuses_text_features_other_than_the_models(trained):
