@@ -136,8 +136,9 @@ def _read_store_attrs(store: Path) -> dict:
 
 
 def prepare_data(data: Path, work: Path, cfg: Config, saved: dict, *, source: str | None,
-                 data_dataset: str | None, sha256: str | None, allow_unverified: bool) -> tuple[Path, Path]:
-    """(store, text features) for `data`, the text embedded as the model's was."""
+                 data_dataset: str | None, sha256: str | None, allow_unverified: bool,
+                 digest: str) -> tuple[Path, Path]:
+    """(store, text features) for `data` (sha256 `digest`), the text embedded as the model's was."""
     if data.suffix in (".h5", ".hdf5"):
         store = data
         _read_store_attrs(store)
@@ -154,7 +155,7 @@ def prepare_data(data: Path, work: Path, cfg: Config, saved: dict, *, source: st
             "dataset": data_dataset, "source": source, "synthetic": False,
             "task": "classification" if data_dataset == "iemocap" else "regression",
             "features": features, "dims": dims, "alignment": alignment, "cut": cuts,
-            "inputs_sha256": {str(data): sha256_file(data)}, "params": {}})
+            "inputs_sha256": {str(data): digest}, "params": {}})
     else:
         raise DataError(f"{data}: expected an HDF5 store (.h5) written by the align stage or an "
                         "MMSA / MulT pickle (.pkl)")
@@ -241,7 +242,7 @@ def predict_run(run: str, data: Path, out: Path | None = None, split: str = "tes
     dev = train.resolve_device(device)
     store, text = prepare_data(data, out / "inputs", cfg, first, source=source,
                                data_dataset=data_dataset, sha256=sha256,
-                               allow_unverified=allow_unverified)
+                               allow_unverified=allow_unverified, digest=digest)
     attrs = read_attrs(store)
     task = attrs.get("task", "regression")
     if task != first["task"]:
