@@ -186,10 +186,11 @@ def check_text(data: Path, store: Path, text: Path, cfg: Config, rec: dict) -> N
         return
     want = rec["encoder"]
     if rec["encoded"]:
-        if got.get("encoder") != want:
+        if got.get("encoder") != want:  # embed_store kept the source's own features
             raise DataError(f"{data}: its text comes as {got.get('encoder')!r} but the model was "
-                            f"trained on text from {want!r}; give data with raw text (a store from "
-                            "the align stage)")
+                            f"trained on text from {want!r}: the data has no raw text, or its audio "
+                            "and vision sit at BERT token positions (MMSA aligned); give data whose "
+                            "words the encoder reads (an unaligned or word-level file, or its store)")
         if shape[1] != rec["seq_len"]:  # embed_store read rec's seq_len: a bug if not
             raise DataError(f"{text}: {shape[1]} words per utterance, the model read {rec['seq_len']}")
         return
@@ -198,14 +199,17 @@ def check_text(data: Path, store: Path, text: Path, cfg: Config, rec: dict) -> N
     same_store = ours.get("content_sha256") == trained.get("content_sha256")
     sources = set((trained.get("inputs_sha256") or {}).values())
     same_source = bool(sources) and set((ours.get("inputs_sha256") or {}).values()) == sources
-    if got.get("encoder", "").startswith("source features") and (same_store or same_source):
+    if got.get("encoder") == cfg.text.encoder:
+        raise DataError(f"{data}: its words are encoded by {cfg.text.encoder!r}, but the model read "
+                        f"the source's own text features ({want}); give that source")
+    if same_store or same_source:
         return
     digests = ", ".join(sorted(s[:16] for s in sources)) or "none recorded"
     raise DataError(f"{data}: the model read the source's own text features ({want}; source "
                     f"sha256 {digests}) and nothing records which encoder made them, so only "
-                    f"that source's features can be read; this data's text comes as "
-                    f"{got.get('encoder')!r} from a file with another sha256. Predict on that "
-                    "file (any name) or its store, or train on raw text")
+                    f"that source's features can be read; this data's ({got.get('encoder')!r}) "
+                    "come from a file with another sha256. Predict on that file (any name) or "
+                    "its store, or train on raw text")
 
 
 def _default_out(dataset: str, variant: str, data: Path, digest: str) -> Path:

@@ -19,7 +19,7 @@ from pipeline.errors import DataError
 from pipeline.metrics import regression_metrics
 from pipeline.predict import predict_run
 from tests.conftest import write_params
-from tests.test_pickles import mmsa_data, sha
+from tests.test_pickles import mmsa_data, mult_data, sha
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -189,6 +189,27 @@ def test_text_features_are_matched_by_content_not_by_file_name(trained_on_own_fe
     impostor.write_bytes(pickle.dumps(other))
     with pytest.raises(DataError, match="own text features .*nothing records which encoder made them"):
         predict_run("mosi/late_fusion", impostor, source="mmsa", data_dataset="mosi", sha256=sha(impostor))
+    words = Path("unaligned_50.pkl")  # raw words: re-encoded, not the features the model read
+    words.write_bytes(pickle.dumps(mmsa_data(aligned=False)))
+    with pytest.raises(DataError, match="its words are encoded by 'tiny-random-bert', but the model "
+                                        "read the source's own text features"):
+        predict_run("mosi/late_fusion", words, source="mmsa", data_dataset="mosi", sha256=sha(words))
+
+
+def test_a_fine_tuned_model_reads_the_words_of_any_data_with_raw_text(tiny_project):
+    """MAG-BERT tokenises the words itself (its word map included): training's predictions on
+    its store; data without raw text (a MulT pickle) is refused for that reason."""
+    cfg = tiny_project({"text": {"finetune": True, "max_tokens": 16}, "train": {"epochs": 1},
+                        "variants": ["mag_bert"], "data": {"seq_len": 8}})
+    train.train_variant(cfg, "mosi", "mag_bert")
+    predict_run("mosi/mag_bert", paths.aligned_store("mosi"), out="same")
+    assert Path("same/seed0/predictions.csv").read_text() == \
+        (paths.seed_dir("mosi", "mag_bert", 0) / "predictions.csv").read_text()
+    pkl = Path("mosi_data.pkl")
+    pkl.write_bytes(pickle.dumps(mult_data("mosi")[0]))
+    with pytest.raises(DataError, match="mosi_data.pkl: has no raw text, and the model fine-tunes "
+                                        "tiny-random-bert on the words"):
+        predict_run("mosi/mag_bert", pkl, source="mult", data_dataset="mosi", sha256=sha(pkl))
 
 
 def test_predict_uses_only_the_seed_folders_of_the_run(trained, tmp_path, caplog):
