@@ -214,10 +214,13 @@ def test_a_fine_tuned_model_reads_the_words_of_any_data_with_raw_text(tiny_proje
 
 def test_predict_uses_only_the_seed_folders_of_the_run(trained, tmp_path, caplog):
     """After `seeds` shrinks, seed1/ left from the earlier settings is not the run's."""
+    assert predict_run("mosi/pase", paths.aligned_store("mosi"), out="one")["seeds"] == [0, 1]
+    assert Path("one/seed1/predictions.csv").is_file()
     write_params(tmp_path / "params.yaml", {"seeds": [0], "train": {"epochs": 2}, "sgm": {"start_epoch": 2}})
     with caplog.at_level(logging.WARNING, logger="pipeline.predict"):
         r = predict_run("mosi/pase", paths.aligned_store("mosi"), out="one")
     stray = str(paths.seed_dir("mosi", "pase", 1))
+    # ... and the earlier prediction of seed 1 in the same --out folder goes too
     assert r["seeds"] == [0] and r["metrics"]["seeds"] == 1 and not Path("one/seed1").exists()
     assert r["skipped"][0].startswith(f"{stray}: seed 1 is not among the run's seeds [0]")
     assert f"skipping {stray}" in caplog.text
