@@ -435,7 +435,7 @@ def save_model(path: Path, model: nn.Module, cfg: Config, *, key: str, **meta) -
     the task and the fingerprint (`key`) and files of the inputs it was trained on, and how its
     text was embedded (`embedding_record`; the config's `data` section is guarded empty)."""
     config = json.loads(json.dumps(as_dict(cfg)))  # plain data (no ReadGuard) for weights_only
-    inputs = meta.get("inputs", {})
+    inputs = meta["inputs"]
     embedding = embedding_record(cfg, Path(inputs["store"]), Path(inputs["text_features"]))
     # a file object, not the temporary path: torch names the zip's records after a path, which
     # would make two runs' model.pt differ by the random temporary name
@@ -454,7 +454,7 @@ def embedding_record(cfg: Config, store: Path, text: Path) -> dict:
     tattrs, sattrs = read_attrs(text), read_attrs(store)
     with h5py.File(text, "r") as f:
         g = f["train"]
-        encoded = tattrs.get("encoder") == cfg.text.encoder and "text_word_ids" in g
+        encoded = tattrs.get("encoder") == cfg.text.encoder  # else "source features: ..."
         record = {"encoder": tattrs.get("encoder"), "encoded": encoded,
                   "seq_len": int(g["text"].shape[1]) if encoded else None,
                   "max_tokens": int(g["text_bert"].shape[-1]) if "text_bert" in g else None,
