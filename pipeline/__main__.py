@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.predict import predict_run
             r = predict_run(args.run, args.data, args.out, args.split, source=args.source,
                             data_dataset=args.data_dataset, sha256=args.sha256,
-                            allow_unverified=args.allow_unverified_pickle, device=args.device)
+                            allow_unverified=args.allow_unverified_pickle, device=args.device,
+                            cfg=cfg)
             m = r["metrics"]
             print(f"{args.run} on {args.data} ({args.split}, {len(r['seeds'])} seed(s)): " + ", ".join(
                 f"{k} {m[k]:.4f} ± {m[k + '_std']:.4f}" for k in m if f"{k}_std" in m))

@@ -211,7 +211,9 @@ def pickle_splits(dataset: str, dcfg, path: Path, max_len: dict, declared: dict)
             raise ConfigError(f"data.{dataset}.max_len: {max_len} cuts the modalities of an "
                               f"aligned file ({path.name}) differently; give one value (or null)")
         max_len = {m: limits.pop() for m in max_len}
-    cuts = {s: checks.cut(p, max_len) for s, p in padded.items()}
+    mult = dataset == "iemocap" or dcfg.source != "mmsa"  # load_iemocap reads a MulT file
+    # MulT pads at the front (pickles.py), so its cut keeps the last steps
+    cuts = {s: checks.cut(p, max_len, front_padded=mult) for s, p in padded.items()}
     dims = pickles.found_dims(padded)
     alignment = ("token" if dcfg.source == "mmsa" else "word") if aligned else "none"
     kind = {"token": "aligned", "word": "aligned", "none": "unaligned"}[alignment]

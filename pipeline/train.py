@@ -450,19 +450,43 @@ def _save_checkpoint(path: Path, model, optim, state) -> None:
     resume.save_checkpoint(path, model, optim, state)
 
 
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2  # 2: with the `embedding` record that predict re-embeds by
 
 
 def save_model(path: Path, model: nn.Module, cfg: Config, *, key: str, **meta) -> None:
     """Keep the selected (best-validation) model of a seed in its run folder, a DVC output, with
     what `python -m pipeline predict` needs to rebuild it: the effective config, the input sizes,
-    the task and the fingerprint (`key`) and files of the inputs it was trained on."""
+    the task and the fingerprint (`key`) and files of the inputs it was trained on, and how its
+    text was embedded (`embedding_record`; the config's `data` section is guarded empty)."""
     config = json.loads(json.dumps(as_dict(cfg)))  # plain data (no ReadGuard) for weights_only
+    inputs = meta["inputs"]
+    embedding = embedding_record(cfg, Path(inputs["store"]), Path(inputs["text_features"]))
     # a file object, not the temporary path: torch names the zip's records after a path, which
     # would make two runs' model.pt differ by the random temporary name
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save({"format": MODEL_FORMAT, "config": config, "fingerprint": key, **meta,
+                    "embedding": embedding,
                     "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, f)
+
+
+def embedding_record(cfg: Config, store: Path, text: Path) -> dict:
+    """How the text a model reads was made, from the files themselves: the encoder (`encoded`:
+    cfg.text.encoder read the raw words, at `seq_len` words = the embed stage's data.seq_len; else
+    the source's own features), the token length of `text_bert`, whether a word map exists, and
+    the recorded attributes (digests included) of the text features and of the aligned store."""
+    import h5py
+    tattrs, sattrs = read_attrs(text), read_attrs(store)
+    with h5py.File(text, "r") as f:
+        g = f["train"]
+        encoded = tattrs.get("encoder") == cfg.text.encoder  # else "source features: ..."
+        record = {"encoder": tattrs.get("encoder"), "encoded": encoded,
+                  "seq_len": int(g["text"].shape[1]) if encoded else None,
+                  "max_tokens": int(g["text_bert"].shape[-1]) if "text_bert" in g else None,
+                  "word_ids": "text_word_ids" in g, "text_attrs": tattrs,
+                  "store_attrs": {k: sattrs.get(k) for k in (
+                      "dataset", "source", "alignment", "features", "lengths", "seq_len",
+                      "inputs_sha256", "content_sha256")}}
+    return json.loads(json.dumps(record))  # plain data for weights_only
 
 
 def _write_predictions(path: Path, data: StoreDataset, outputs: np.ndarray, labels: np.ndarray, task: str):

@@ -244,11 +244,41 @@ def test_mag_norm_cap(beta):
 def test_mag_token_mapping():
     x = torch.arange(1, 4).float().view(1, 3, 1)  # three words: rows 1, 2, 3
     mask = torch.tensor([[1, 1, 1, 1, 1, 0]])
-    assert mag_bert.rows_to_tokens(x, mask).view(-1).tolist() == [0, 1, 2, 3, 0, 0]  # positional
+    # rows already at token positions (MMSA aligned): token t takes row t, [CLS] included
+    assert mag_bert.rows_to_tokens(x, mask).view(-1).tolist() == [1, 2, 3, 0, 0, 0]
     wid = torch.tensor([[-1, 0, 0, 1, 2, -1]])  # word 0 split in two sub-words
     assert mag_bert.rows_to_tokens(x, mask, wid).view(-1).tolist() == [0, 1, 1, 2, 3, 0]
     with pytest.raises(ValueError, match="bert="):
         mag_bert.build(DIMS, 1)
+
+
+def test_mag_adds_row_t_to_token_t_on_an_mmsa_aligned_sample():
+    """MMSA's aligned files hold audio/vision rows at BERT token positions, [CLS] included
+    (pipeline/data/pickles.py), and its BERT_MAG adds row t to token t's embedding. A hand-built
+    sample whose rows encode their own index must reach the MAG at the same index."""
+    T = 8
+    lens = torch.tensor([6, 8])  # attention-mask lengths ([CLS] ... [SEP]); rows past them are 0
+    mask = (torch.arange(T)[None] < lens[:, None]).long()
+    ids = torch.where(mask > 0, torch.randint(1000, 2000, (2, T)), torch.zeros(2, T, dtype=torch.long))
+    ids[:, 0] = 101
+    ids[0, 5], ids[1, 7] = 102, 102
+    index = torch.arange(1, T + 1).float().view(1, T, 1)  # row t holds t + 1 (0 stays padding)
+    batch = {"text_bert": torch.stack([ids, mask, torch.zeros_like(ids)], 1)}
+    for m, d in (("audio", 5), ("vision", 4)):
+        batch[m] = index.expand(2, T, d) * mask[..., None]
+        batch[f"{m}_len"] = lens.clone()  # aligned: every modality has the mask's length
+    want = index.expand(2, T, 1)[..., 0] * mask
+    got = mag_bert.rows_to_tokens(batch["audio"], mask)[..., 0]
+    assert got.tolist() == want.tolist()  # token t <- row t; row T - 1 is not dropped
+    model = mag_bert.build({"text": 32, "audio": 5, "vision": 4}, 1, bert=tiny_bert()).eval()
+    seen = {}
+    real = model.mag.forward
+    model.mag.forward = lambda z, nonverbal: seen.update(z=z, **nonverbal) or real(z, nonverbal)
+    with torch.no_grad():
+        model(batch)
+    assert seen["z"].shape[:2] == (2, T)
+    for m in ("audio", "vision"):
+        assert (seen[m] == want[..., None]).all(), m
 
 
 # ---- CP+SL ----

@@ -75,6 +75,38 @@ def test_a_cut_happens_only_when_asked_and_is_counted(tmp_path, monkeypatch, cap
         np.testing.assert_array_equal(f["valid/audio"][:], np.nan_to_num(raw["valid"]["audio"][:, :4], neginf=0))
 
 
+def test_a_cut_of_a_front_padded_array_keeps_the_real_steps():
+    """MulT pads at the front: a cut keeps the last steps and counts the utterances whose real
+    (non-padding) steps were more than the limit."""
+    from pipeline.data.checks import cut
+    from pipeline.data.schema import PaddedSplit
+    a = np.zeros((3, 6, 2), dtype=np.float32)
+    for i, k in enumerate((2, 4, 6)):  # real steps per utterance, at the end, holding their index
+        a[i, 6 - k:] = np.arange(6 - k, 6, dtype=np.float32)[:, None] + 1
+    full = np.full(3, 6, dtype=np.int64)  # MulT's lengths: every step
+    p = PaddedSplit(ids=["a", "b", "c"], audio=a.copy(), audio_len=full.copy(), vision=a.copy(),
+                    vision_len=full.copy(), labels=np.zeros(3, np.float32))
+    assert cut(p, {"audio": 3}, front_padded=True) == {"audio": 2, "vision": 0}  # 4 and 6 > 3
+    np.testing.assert_array_equal(p.audio, a[:, 3:])
+    assert p.audio[0, :, 0].tolist() == [0, 5, 6] and p.audio[2, :, 0].tolist() == [4, 5, 6]
+    assert p.audio_len.tolist() == [3, 3, 3] and p.vision.shape == (3, 6, 2)
+
+
+def test_a_mult_file_is_cut_from_the_front(tmp_path, monkeypatch):
+    raw, lens = mult_data("mosi")  # front-padded: the last lens[m] steps hold the features
+    cfg, _ = project(tmp_path, monkeypatch, raw, name="mosi_data_noalign.pkl", source="mult",
+                     max_len={"audio": 4})
+    download(cfg, "mosi")
+    align(cfg, "mosi")
+    a = read_attrs(paths.aligned_store("mosi"))
+    assert {s: c["audio"] for s, c in a["cut"].items()} == {
+        s: int((lens[s]["audio"] > 4).sum()) for s in ("train", "valid", "test")}
+    with open_store(paths.aligned_store("mosi")) as f:
+        for s in ("train", "valid", "test"):
+            np.testing.assert_array_equal(f[s]["audio"][:], np.nan_to_num(raw[s]["audio"][:, -4:], neginf=0))
+            assert (f[s]["audio_len"][:] == 4).all()
+
+
 def test_aligned_file_cannot_be_cut_unevenly(tmp_path, monkeypatch):
     cfg, _ = project(tmp_path, monkeypatch, mmsa_data(), name="aligned_50.pkl",
                      max_len={"audio": 4, "vision": 5})

@@ -56,9 +56,15 @@ def modality_keys(p: PaddedSplit) -> dict[str, str]:
     return {m: p.length_keys.get(m, f"{m}_len") for m in mods}  # "label" names the label key
 
 
-def cut(p: PaddedSplit, max_len: dict[str, int | None]) -> dict[str, int]:
+def cut(p: PaddedSplit, max_len: dict[str, int | None], front_padded: bool = False) -> dict[str, int]:
     """Cut each modality to max_len[m] steps (None: keep the source's own). Returns, per
-    modality, the number of utterances that lost rows."""
+    modality, the number of utterances that lost rows.
+
+    Back-padded sources (content first: MMSA, word-level stores) keep the first `limit` steps.
+    `front_padded` sources (MulT's pickles: zero padding first, the features in the last steps)
+    keep the last `limit` steps, so the cut drops padding before content. Their lengths are
+    their step counts (MulT reads every step, pickles.py), so the utterances that lose rows are
+    counted by their true length: the steps from the first non-zero row to the end."""
     counts = {}
     for m in ("text", "audio", "vision"):
         a, n = getattr(p, m), getattr(p, f"{m}_len")
@@ -68,10 +74,26 @@ def cut(p: PaddedSplit, max_len: dict[str, int | None]) -> dict[str, int]:
         counts[m] = 0
         if limit is None or limit >= a.shape[1]:
             continue
-        counts[m] = int(np.count_nonzero(n > limit))
-        setattr(p, m, np.ascontiguousarray(a[:, :limit]))
+        if front_padded:
+            counts[m] = int(np.count_nonzero(front_padded_lengths(a) > limit))
+            setattr(p, m, np.ascontiguousarray(a[:, a.shape[1] - limit:]))
+        else:
+            counts[m] = int(np.count_nonzero(n > limit))
+            setattr(p, m, np.ascontiguousarray(a[:, :limit]))
         setattr(p, f"{m}_len", np.minimum(n, limit))
     return counts
+
+
+def front_padded_lengths(a: np.ndarray) -> np.ndarray:
+    """(N,) steps from each utterance's first non-zero row to the end of a front-padded (N, L, d)
+    array; 0 for an all-zero utterance."""
+    L = a.shape[1]
+    out = np.zeros(len(a), dtype=np.int64)
+    for i in range(0, len(a), _BLOCK):
+        nonzero = np.any(a[i:i + _BLOCK] != 0, axis=2)  # (b, L)
+        first = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), L)
+        out[i:i + _BLOCK] = L - first
+    return out
 
 
 def _utterance_digests(p: PaddedSplit) -> list[bytes]:

@@ -24,8 +24,10 @@ code itself is not copied or changed. Word-aligned audio/vision reach token posi
   (`text_word_ids`, from the fast tokenizer's `word_ids()`, pipeline/features/text.py) for every
   word-level source (synthetic, cmu, MMSA unaligned with raw text), and the trainer passes it;
 - otherwise (a source whose audio/vision are already at BERT token positions, MMSA's aligned
-  pickles, which get no word map): by position, token t >= 1 takes row t - 1 ([CLS] at t = 0 gets
-  zeros, and positions past the rows and padding tokens get the zero padding rows).
+  pickles, which get no word map): by position, token t takes row t, [CLS] at t = 0 included,
+  as MMSA's BERT_MAG adds `visual[:, t]` / `acoustic[:, t]` to the embedding of token t
+  (pipeline/data/pickles.py: the rows sit at the tokens of the file's `text_bert`, so the rule
+  holds when the tokenisation is the file's, bert-base-uncased). Tokens past the rows get zeros.
 In both cases tokens with attention mask 0 get zero vectors.
 
 Sizes: the MAG adds (2D + d_a + d_v + 2) * D + d_a * D + d_v * D parameters for BERT width D; head
@@ -91,12 +93,13 @@ class MAG(nn.Module):
 
 def rows_to_tokens(x: torch.Tensor, mask: torch.Tensor, word_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Word-aligned rows x (B, L, d) -> token positions (B, T, d) for BERT ids with attention mask
-    `mask` (B, T). With `word_ids` (B, T; -1 = no word) token t takes row word_ids[t]; without, token
-    t >= 1 takes row t - 1 and [CLS] gets zeros. Masked tokens and rows past L get zeros."""
+    `mask` (B, T). With `word_ids` (B, T; -1 = no word) token t takes row word_ids[t]; without
+    (rows already at token positions), token t takes row t. Masked tokens and tokens past L get
+    zeros."""
     B, L, d = x.shape
     T = mask.shape[1]
     if word_ids is None:
-        word_ids = torch.arange(T, device=x.device).expand(B, T) - 1
+        word_ids = torch.arange(T, device=x.device).expand(B, T)
     word_ids = word_ids.to(x.device).long()
     valid = (word_ids >= 0) & (word_ids < L) & (mask.to(x.device) > 0)
     rows = torch.gather(x, 1, word_ids.clamp(0, L - 1).unsqueeze(-1).expand(B, T, d))
