@@ -5,13 +5,9 @@ ordinary summed backward unless a method needs per-term gradients), `before_step
 backward and the optimizer step, returning floats to log, and `reset(optimizer)` where it changes
 learning rates. One file a method, each declaring itself in `SPEC` (base.BalancerSpec: its
 params.yaml section, checks, what it needs from the model, its variant and display name); this
-package finds them, so a new balancer is its own file, its params section and its test:
-
-  sgm.py       PaSE's Shapley-based Gradient Modulation (update scaled per modality group)
-  ogm_ge.py    OGM-GE (Peng et al. 2022), update-side coefficient + GE noise on conv kernels
-  mmpareto.py  MMPareto (Wei & Hu 2024), Pareto integration of multimodal and unimodal gradients
-  cp.py        CP+SL's Conflict-aware Penalty (task vs Statistical Loss on the dominant encoder)
-  cggm.py      CGGM (Guo et al. 2024), classifier-guided gradient modulation
+package finds them, so a new balancer is its own file, its params section and its test (each
+module's docstring names its paper, its authors' code and every deviation; sgm.py is PaSE's
+Shapley-based Gradient Modulation).
 
 Declaring a balancer imports no torch: the config (which every stage loads) is built from them.
 """
