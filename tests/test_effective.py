@@ -5,6 +5,7 @@ import json
 import pytest
 
 from pipeline import effective
+from pipeline.balancers import VARIANTS as BALANCER_VARIANTS
 from pipeline.variants import DEFAULT_MATRIX as DEFAULT_VARIANTS
 from pipeline.settings import config_from_dict
 from pipeline.effective import ReadGuard, UnreadParameter, guarded, read_by
@@ -13,7 +14,8 @@ from tests.conftest import TINY_PARAMS, merge
 
 PASE_SGM = ["pase", "pase-no_pcl", "pase-no_cal", "pase-no_pgf", "pase-sum", "pase-concat",
             "pase-attention", "pase-T", "pase-A", "pase-V", "pase-AV", "pase-TA", "pase-TV"]
-PASE_ALL = PASE_SGM + ["pase-no_sgm", "pase-ogm_ge", "pase-mmpareto"]
+# with each other balancer's variant on PaSE's backbone (each balancer's SPEC declares it)
+PASE_ALL = PASE_SGM + ["pase-no_sgm", *BALANCER_VARIANTS]
 EVERY = list(DEFAULT_VARIANTS)
 
 # README switch -> the default variants whose training it changes (written out by hand from what
