@@ -7,7 +7,7 @@
 The train stage keeps each seed's selected (best-validation) model in its run folder
 (data/runs/<dataset>/<variant>/seed<k>/model.pt, a DVC output) with its effective config, input
 sizes, task, the fingerprint of the data it was trained on and how its text was embedded
-(train.save_model). Here every seed's model is rebuilt from that config and predicts one split
+(run_outputs.save_model). Here every seed's model is rebuilt from that config and predicts one split
 (default: test) of the given data: an HDF5 store written by the align stage, or an MMSA / MulT
 pickle (read only with its sha256 or `--allow-unverified-pickle`, as in the pipeline).
 
@@ -40,7 +40,7 @@ from types import SimpleNamespace
 
 import torch
 
-from pipeline import paths, train
+from pipeline import paths, run_outputs, train
 from pipeline.config import Config, as_dict
 from pipeline.settings import config_from_dict, load_config
 from pipeline.data.download import sha256_file
@@ -61,10 +61,10 @@ def load_model(f: Path) -> dict:
         raise DataError(f"{f}: not a readable model file (truncated or corrupt?): {type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}; restore it (`dvc checkout`) or "
                         "retrain the run") from None
-    if not isinstance(saved, dict) or saved.get("format") != train.MODEL_FORMAT:
+    if not isinstance(saved, dict) or saved.get("format") != run_outputs.MODEL_FORMAT:
         got = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
         raise DataError(f"{f}: model file format {got!r}, this pipeline reads "
-                        f"{train.MODEL_FORMAT}; retrain the run")
+                        f"{run_outputs.MODEL_FORMAT}; retrain the run")
     missing = [k for k in SAVED_KEYS if k not in saved]
     if missing:
         raise DataError(f"{f}: model file lacks {missing}; retrain the run")
@@ -284,7 +284,7 @@ def predict_run(run: str, data: Path, out: Path | None = None, split: str = "tes
         metrics = train.score(outputs, labels, saved["task"])
         seed_out = out / f"seed{saved['seed']}"
         seed_out.mkdir(parents=True, exist_ok=True)
-        train._write_predictions(seed_out / "predictions.csv", ds, outputs, labels, saved["task"])
+        run_outputs.write_predictions(seed_out / "predictions.csv", ds, outputs, labels, saved["task"])
         record = {"run": run, "seed": saved["seed"], "model": str(saved["file"]),
                   "model_fingerprint": saved["fingerprint"], "trained_on": saved["inputs"],
                   "data": str(data), "data_sha256": digest, "split": split, "test": metrics}

@@ -19,7 +19,6 @@ are reused only under the same code, parameters and inputs (pipeline/resume.py).
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import math
@@ -33,9 +32,10 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import paths, resume
-from pipeline.config import Config, as_dict
+from pipeline import run_outputs
+from pipeline.config import Config
 from pipeline.data.schema import IEMOCAP_EMOTIONS
-from pipeline.data.store import (StoreDataset, atomic_path, read_attrs, read_strings, write_atomic)
+from pipeline.data.store import StoreDataset, atomic_path, read_attrs, write_atomic
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.metrics import iemocap_metrics, regression_metrics, selection_score
 from pipeline.models.base import Balancer, count_parameters, out_dim_for, task_loss
@@ -222,26 +222,6 @@ def predict(model: nn.Module, data: StoreDataset, batch_size: int, device, amp=F
     return {k: np.concatenate(v) for k, v in outs.items() if v}
 
 
-def save_probe_features(path: Path, model: nn.Module, data: dict, batch_size: int, device,
-                        amp=False) -> None:
-    """Each frozen encoder's output on train and test, with the train labels, for the report's
-    linear probes (the imbalance diagnostics, pipeline/report/diagnostics.py)."""
-    arrays = {}
-    for split in ("train", "test"):
-        for k, v in predict(model, data[split], batch_size, device, amp, keep=("features",)).items():
-            arrays[f"{split}/{k[len('features_'):]}"] = v.astype(np.float32)
-    if not arrays:
-        return
-    arrays["train/label"] = np.asarray(data["train"].labels())
-    import zipfile
-    # np.savez stamps each member with the current time; a fixed stamp keeps the file's bytes
-    # the same for the same run (np.load reads it as any .npz)
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-        for key, value in arrays.items():
-            with z.open(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(value), allow_pickle=False)
-
-
 def _has_text_key(text_file: Path, key: str) -> bool:
     import h5py
     with h5py.File(text_file, "r") as f:
@@ -291,9 +271,9 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
     if state["phase2_epoch"] is not None and hasattr(balancer, "enabled_from"):
         balancer.enabled_from(state["phase2_epoch"] - 1)  # resumed inside phase 2
     out.mkdir(parents=True, exist_ok=True)
-    live = open_curves(curves)
+    live = run_outputs.open_curves(curves)
     for past in state["history"]:  # re-log what an interrupted run had logged
-        _log_epoch(live, past)
+        run_outputs.log_epoch(live, past)
 
     started = time.perf_counter()
     epochs = tqdm(range(state["epoch"], tcfg.epochs), desc=f"{dataset}/{variant} seed {seed}",
@@ -349,7 +329,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
                   **{k: v / max(n_steps, 1) for k, v in sums.items()},
                   **{f"valid_{k}": v for k, v in valid.items()}}
         state["history"].append(record)
-        _log_epoch(live, record)
+        run_outputs.log_epoch(live, record)
         current = selection_score(valid, task)
         if epochs.disable:  # no progress bar off a terminal (CI, a redirected job): one line an epoch
             log.info("%s/%s seed %d: epoch %d/%d, phase %d, train loss %.4f, validation score %.4f "
@@ -384,7 +364,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
         "epochs_run": state["epoch"], "settings": effective_settings(cfg, dataset), "notes": list(notes),
         "run_key": ckpt_dir.name,  # code, parameters and inputs (pipeline/resume.py): what made it
     }
-    save_model(out / "model.pt", model, cfg, dataset=dataset, variant=variant, seed=seed, task=task,
+    run_outputs.save_model(out / "model.pt", model, cfg, dataset=dataset, variant=variant, seed=seed, task=task,
                dims={m: data["train"].dims[m] for m in mods}, n_train=len(data["train"]),
                best_epoch=state["best_epoch"], key=ckpt_dir.name,
                inputs={"store": str(store), "text_features": str(text),
@@ -392,16 +372,18 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
                        "text_encoder": text_attrs.get("encoder")})
     write_atomic(out / "metrics.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
     write_atomic(out / "history.json", json.dumps(state["history"], indent=1, sort_keys=True) + "\n")
-    _write_predictions(out / "predictions.csv", data["test"], test_out["pred"], test_labels, task)
+    run_outputs.write_predictions(out / "predictions.csv", data["test"], test_out["pred"], test_labels, task)
     for key in ("fused", "gate_mean"):  # for the t-SNE (Figure 3) and gate (Figure 4) plots
         if key in test_out:
             with atomic_path(out / f"{key}_test.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, test_out[key].astype(np.float32))
-    save_probe_features(out / "probe_features.npz", model, data, tcfg.batch_size, device, amp)
+    run_outputs.save_probe_features(out / "probe_features.npz", {
+        split: predict(model, data[split], tcfg.batch_size, device, amp, keep=("features",))
+        for split in ("train", "test")}, data["train"].labels())
     write_atomic(out / "timing.json", json.dumps(
         {"train_seconds_this_process": round(time.perf_counter() - started, 3),
          "device": str(device)}, indent=2) + "\n")
-    close_curves(live)
+    run_outputs.close_curves(live)
     # a rerun after a later seed's kill restores this one (its curves too: another DVC output)
     resume.keep_finished(ckpt_dir, out, curves=curves)
     log.info("%s/%s seed %d: test %s", dataset, variant, seed,
@@ -415,93 +397,8 @@ def _phase2_due(cfg: Config, epochs_done: int, since_best: int) -> bool:
     return since_best >= cfg.sgm.patience
 
 
-def open_curves(path: Path):
-    """A dvclive logger writing one TSV per metric to `path`/plots/metrics/<name>.tsv (columns
-    `step` = epoch and the value); dvc.yaml declares data/curves/<dataset>/<variant> as the train
-    stage's `plots`, so `dvc plots show` lists every curve titled by its path (dataset, variant,
-    seed, metric). dvclive writes no dvc.yaml of its own (the matrix stages would fight over it)
-    and no summary metrics.json (the run folder's metrics.json is the summary; a JSON file inside
-    the declared plots directory would be read as a plot)."""
-    from dvclive import Live
-
-    class Curves(Live):
-        def _init_dvc(self):
-            """dvclive opens the DVC repository here (git and DVC state: ~0.1 s a seed, and
-            the import of dvc.repo once a process) for experiment names, dvc.yaml and saving
-            experiments, none of which this logger does (save_dvc_exp=False, dvcyaml=None);
-            the TSVs it writes are the same without it (tests/test_workers.py, test_experience)."""
-
-    return Curves(dir=str(path), save_dvc_exp=False, dvcyaml=None, report=None)
-
-
-def close_curves(live) -> None:
-    live.end()
-    Path(live.metrics_file).unlink(missing_ok=True)  # see open_curves
-
-
-def _log_epoch(live, record: dict) -> None:
-    live.step = record["epoch"]  # x axis: the 1-based epoch, as in history.json
-    for k, v in record.items():
-        if k != "epoch":
-            live.log_metric(k, v)
-
-
 def _save_checkpoint(path: Path, model, optim, state) -> None:
     resume.save_checkpoint(path, model, optim, state)
-
-
-MODEL_FORMAT = 2  # 2: with the `embedding` record that predict re-embeds by
-
-
-def save_model(path: Path, model: nn.Module, cfg: Config, *, key: str, **meta) -> None:
-    """Keep the selected (best-validation) model of a seed in its run folder, a DVC output, with
-    what `python -m pipeline predict` needs to rebuild it: the effective config, the input sizes,
-    the task and the fingerprint (`key`) and files of the inputs it was trained on, and how its
-    text was embedded (`embedding_record`; the config's `data` section is guarded empty)."""
-    config = json.loads(json.dumps(as_dict(cfg)))  # plain data (no ReadGuard) for weights_only
-    inputs = meta["inputs"]
-    embedding = embedding_record(cfg, Path(inputs["store"]), Path(inputs["text_features"]))
-    # a file object, not the temporary path: torch names the zip's records after a path, which
-    # would make two runs' model.pt differ by the random temporary name
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save({"format": MODEL_FORMAT, "config": config, "fingerprint": key, **meta,
-                    "embedding": embedding,
-                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, f)
-
-
-def embedding_record(cfg: Config, store: Path, text: Path) -> dict:
-    """How the text a model reads was made, from the files themselves: the encoder (`encoded`:
-    cfg.text.encoder read the raw words, at `seq_len` words = the embed stage's data.seq_len; else
-    the source's own features), the token length of `text_bert`, whether a word map exists, and
-    the recorded attributes (digests included) of the text features and of the aligned store."""
-    import h5py
-    tattrs, sattrs = read_attrs(text), read_attrs(store)
-    with h5py.File(text, "r") as f:
-        g = f["train"]
-        encoded = tattrs.get("encoder") == cfg.text.encoder  # else "source features: ..."
-        record = {"encoder": tattrs.get("encoder"), "encoded": encoded,
-                  "seq_len": int(g["text"].shape[1]) if encoded else None,
-                  "max_tokens": int(g["text_bert"].shape[-1]) if "text_bert" in g else None,
-                  "word_ids": "text_word_ids" in g, "text_attrs": tattrs,
-                  "store_attrs": {k: sattrs.get(k) for k in (
-                      "dataset", "source", "alignment", "features", "lengths", "seq_len",
-                      "inputs_sha256", "content_sha256")}}
-    return json.loads(json.dumps(record))  # plain data for weights_only
-
-
-def _write_predictions(path: Path, data: StoreDataset, outputs: np.ndarray, labels: np.ndarray, task: str):
-    ids = read_strings(data.store, data.split, "id")
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        if task == "regression":
-            w.writerow(["id", "prediction", "label"])
-            for i, p, y in zip(ids, outputs.reshape(-1), labels):
-                w.writerow([i, f"{p:.6f}", f"{y:.6f}"])
-        else:
-            logits = outputs.reshape(-1, len(IEMOCAP_EMOTIONS), 2)
-            w.writerow(["id"] + [f"{e}_score" for e in IEMOCAP_EMOTIONS] + [f"{e}_label" for e in IEMOCAP_EMOTIONS])
-            for i, lg, y in zip(ids, logits, labels):
-                w.writerow([i] + [f"{s:.6f}" for s in lg[:, 1] - lg[:, 0]] + [int(v) for v in y])
 
 
 def _train_seeds_in_processes(cfg: Config, dataset: str, variant: str, seeds: list[int],
