@@ -72,6 +72,7 @@ def measure(args) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from pipeline import paths, train
+    from pipeline import train_stage
     from pipeline.settings import load_config
     from pipeline.stages import align, download, embed
     from pipeline.variants import VARIANTS as VARIANTS_CFG
@@ -114,7 +115,7 @@ def measure(args) -> dict:
             vcfg = config(epochs) if epochs != args.epochs else cfg
             calls.clear()
             t = time.perf_counter()
-            (r,) = train.train_variant(vcfg, "mosi", v)
+            (r,) = train_stage.train_variant(vcfg, "mosi", v)
             seed_s = time.perf_counter() - t
             fwd_s = sum(c[2] for c in calls)
             fwd_n = sum(c[1] for c in calls)

@@ -64,14 +64,14 @@ class Pool:
         import sklearn.metrics  # noqa: F401
         import torch._dynamo  # noqa: F401
 
-        from pipeline import train
+        from pipeline import train, train_stage
         from pipeline.settings import load_config
         self.train, self.load_config, self.params = train, load_config, params
         self.dvc, self.seed_level = dvc, seed_level
         self.code = resume.code_hashes(disk=True)
         resume.pin_code(self.code)  # keys name the code imported here (forked seeds inherit it)
         cfg = load_config(params)
-        self.workers = cfg.train.workers or train.default_workers(cfg)
+        self.workers = cfg.train.workers or train_stage.default_workers(cfg)
         self.order = [(d, v) for d in cfg.datasets for v in cfg.variants]  # DVC's (dvc.yaml matrix)
         fork = sys.platform == "linux" and train.resolve_device(cfg.train.device).type == "cpu"
         self.mp = multiprocessing.get_context("fork" if fork else "spawn")

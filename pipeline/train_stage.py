@@ -74,7 +74,7 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
                 results[s] = train.train_seed(vcfg, dataset, variant, s,
                                               paths.seed_dir(dataset, variant, s), notes=notes)
         else:
-            results.update(train._train_seeds_in_processes(vcfg, dataset, variant, todo, notes,
+            results.update(_train_seeds_in_processes(vcfg, dataset, variant, todo, notes,
                                                            min(workers, len(todo))))
     resume.clean(dataset, variant)  # every seed is in the outputs now
     return [results[s] for s in vcfg.seeds]
@@ -104,3 +104,46 @@ def _finished_seed(cfg: Config, dataset: str, variant: str, seed: int) -> dict |
     log.info("%s/%s seed %d: finished by %s under the same code, parameters and inputs; outputs "
              "restored, not retrained", dataset, variant, seed, by)
     return json.loads((out / "metrics.json").read_text())
+
+
+def _train_seeds_in_processes(cfg: Config, dataset: str, variant: str, seeds: list[int],
+                              notes: tuple[str, ...], workers: int) -> dict[int, dict]:
+    """Each seed in its own process, at most `workers` at a time; nothing carries over between
+    seeds (as in the serial loop, after seed_everything). On a Linux CPU run the processes are
+    forked: torch is imported already and the parent has run no torch op (no thread pool to
+    inherit), so a worker starts in milliseconds instead of the seconds a fresh interpreter's
+    imports take; elsewhere (CUDA, macOS, Windows) they are spawned. Each keeps its own checkpoint
+    and finished-seed copy, so a killed stage resumes per seed."""
+    import multiprocessing
+    import sys
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    import sklearn.metrics  # noqa: F401  (the metrics' import, once, before the workers fork)
+    log.info("%s/%s: seeds %s in %d processes (train.workers)", dataset, variant,
+             ", ".join(map(str, seeds)), workers)
+    level = logging.getLogger().getEffectiveLevel()
+    from pipeline import train
+    fork = sys.platform == "linux" and train.resolve_device(cfg.train.device).type == "cpu"
+    context = multiprocessing.get_context("fork" if fork else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {pool.submit(_seed_process, cfg, dataset, variant, s, notes, level): s for s in seeds}
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in pending:
+            f.cancel()  # a failed seed stops the stage; running seeds finish and keep their records
+        return {futures[f]: f.result() for f in futures if f in done or f.done()}
+
+
+def _seed_process(cfg: Config, dataset: str, variant: str, seed: int, notes: tuple[str, ...],
+                  level: int) -> dict:
+    """One seed in a worker process; its log lines carry the seed, epochs log one line each."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{dataset}/{variant} "
+                            f"seed {seed}] %(name)s: %(message)s")
+    else:
+        for h in root.handlers:
+            h.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{dataset}/{variant} "
+                                             f"seed {seed}] %(name)s: %(message)s"))
+    from pipeline import train
+    return train.train_seed(cfg, dataset, variant, seed, paths.seed_dir(dataset, variant, seed),
+                      notes=notes, progress=False)

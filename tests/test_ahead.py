@@ -97,11 +97,12 @@ def test_a_stage_under_other_parameters_is_declined(tiny_project):
     """The pool trains what params.yaml gives now; a stage announcing another key (it runs under
     other code, parameters or inputs) is told so, and trains its seeds itself."""
     from pipeline import train
+    from pipeline import train_stage
     cfg = tiny_project({"variants": ["late_fusion"], "seeds": [0, 1]})
     from pipeline.effective import configure
     configure(cfg)
     pool = ahead_pool.Pool(None, "params.yaml")
-    vcfg, _, _ = train.run_config(cfg, "mosi", "late_fusion")
+    vcfg, _, _ = train_stage.run_config(cfg, "mosi", "late_fusion")
     key = resume.fingerprint(resume.run_record(vcfg, "mosi", "late_fusion"))
     ahead.POOL.mkdir(parents=True, exist_ok=True)
     (ahead.POOL / "started").write_text("mosi late_fusion 0123456789abcdef\n")

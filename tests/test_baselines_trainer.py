@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline import paths, train
+
+from pipeline import train_stage
 from pipeline.errors import ConfigError
 
 SEQUENCE_BASELINES = ["late_fusion", "ef_lstm", "tfn", "lmf", "mult", "self_mm", "cpsl", "pase-ogm_ge",
@@ -15,7 +17,7 @@ SEQUENCE_BASELINES = ["late_fusion", "ef_lstm", "tfn", "lmf", "mult", "self_mm",
 @pytest.mark.parametrize("variant", SEQUENCE_BASELINES)
 def test_variant_trains_through_the_trainer(tiny_project, variant):
     cfg = tiny_project({"train": {"epochs": 2}})
-    (res,) = train.train_variant(cfg, "mosi", variant)
+    (res,) = train_stage.train_variant(cfg, "mosi", variant)
     assert np.isfinite(res["test"]["mae"]) and res["params"] > 0
     hist = json.loads((paths.seed_dir("mosi", variant, 0) / "history.json").read_text())
     assert len(hist) == 2 and all(np.isfinite(r["loss_task"]) for r in hist)
@@ -33,21 +35,21 @@ def test_variant_trains_through_the_trainer(tiny_project, variant):
 def test_mag_bert_runs_on_the_bert_path(tiny_project):
     cfg = tiny_project({"text": {"finetune": True, "max_tokens": 16}, "train": {"epochs": 1},
                         "variants": ["mag_bert"]})
-    (res,) = train.train_variant(cfg, "mosi", "mag_bert")
+    (res,) = train_stage.train_variant(cfg, "mosi", "mag_bert")
     assert np.isfinite(res["test"]["mae"])
 
 
 def test_mag_bert_needs_finetuning(tiny_project):
     cfg = tiny_project()
     with pytest.raises(ConfigError, match="text.finetune: true"):
-        train.train_variant(cfg, "mosi", "mag_bert")
+        train_stage.train_variant(cfg, "mosi", "mag_bert")
 
 
 def test_pase_finetunes_bert_when_asked(tiny_project):
     cfg = tiny_project({"text": {"finetune": True, "max_tokens": 16}, "train": {"epochs": 1},
                         "sgm": {"enabled": False}})  # one epoch: SGM could not act
 
-    (res,) = train.train_variant(cfg, "mosi", "pase")
+    (res,) = train_stage.train_variant(cfg, "mosi", "pase")
     assert res["params"] > 100_000  # the tiny BERT's weights are part of the model
 
 
@@ -60,13 +62,13 @@ def test_every_baseline_beats_a_constant_predictor(tiny_project):
     with h5py.File(paths.aligned_store("mosi")) as f:
         constant = float(np.mean(np.abs(f["test/label"][:] - np.median(f["train/label"][:]))))
     for variant in SEQUENCE_BASELINES:
-        (res,) = train.train_variant(cfg, "mosi", variant)
+        (res,) = train_stage.train_variant(cfg, "mosi", variant)
         assert res["test"]["mae"] < constant, (variant, res["test"]["mae"], constant)
 
 
 def test_self_mm_on_iemocap_is_marked_not_applicable(tiny_project):
     cfg = tiny_project({"datasets": ["iemocap"], "synthetic": {"scale": 0.05}}, datasets=("iemocap",))
-    (res,) = train.train_variant(cfg, "iemocap", "self_mm")
+    (res,) = train_stage.train_variant(cfg, "iemocap", "self_mm")
     assert res["status"] == "not applicable" and "classification" in res["reason"]
     saved = json.loads((paths.seed_dir("iemocap", "self_mm", 0) / "metrics.json").read_text())
     assert saved["status"] == "not applicable"

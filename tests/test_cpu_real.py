@@ -147,6 +147,7 @@ def test_the_encoder_moves_under_cpu_real_and_stays_fixed_under_the_cpu_default(
     default no model holds the encoder, and the text features it trains on are the unchanged
     encoder's vectors."""
     from pipeline import paths, train
+    from pipeline import train_stage
     from pipeline.data.store import StoreDataset
     from pipeline.features.text import encode_words, load_text_encoder
     from pipeline.stages import align, download, embed
@@ -156,7 +157,7 @@ def test_the_encoder_moves_under_cpu_real_and_stays_fixed_under_the_cpu_default(
     monkeypatch.chdir(tmp_path)
     cfg = load_config(_tiny_cpu_real(tmp_path))
     download(cfg, "mosi"), align(cfg, "mosi"), embed(cfg, "mosi")
-    (pase,) = train.train_variant(cfg, "mosi", "pase")
+    (pase,) = train_stage.train_variant(cfg, "mosi", "pase")
     assert pase["settings"]["profile"] == "cpu-real" and pase["settings"]["text"]["finetune"]
     saved = _bert_weights(torch.load("data/runs/mosi/pase/seed0/model.pt")["state_dict"])
     weights = {k for k, v in pristine.items() if v.is_floating_point()}
@@ -176,7 +177,7 @@ def test_the_encoder_moves_under_cpu_real_and_stays_fixed_under_the_cpu_default(
     out = {id(p) for p in model.encoders["text"].out.parameters()}
     assert groups["text"]["lr"] == 1e-3 and out == {id(p) for p in groups["text"]["params"]}
     assert groups["shared"]["lr"] == groups["audio"]["lr"] == 1e-3
-    (tfn,) = train.train_variant(cfg, "mosi", "tfn")
+    (tfn,) = train_stage.train_variant(cfg, "mosi", "tfn")
     assert not tfn["settings"]["text"]["finetune"]
     assert not _bert_weights(torch.load("data/runs/mosi/tfn/seed0/model.pt")["state_dict"])
 
@@ -187,7 +188,7 @@ def test_the_encoder_moves_under_cpu_real_and_stays_fixed_under_the_cpu_default(
     write_params(cpu_dir / "params.yaml", {"train": {"epochs": 2}, "variants": ["pase"]})
     cpu = load_config(cpu_dir / "params.yaml")
     download(cpu, "mosi"), align(cpu, "mosi"), embed(cpu, "mosi")
-    (r,) = train.train_variant(cpu, "mosi", "pase")
+    (r,) = train_stage.train_variant(cpu, "mosi", "pase")
     assert r["settings"]["profile"] == "cpu" and not r["settings"]["text"]["finetune"]
     assert not _bert_weights(torch.load("data/runs/mosi/pase/seed0/model.pt")["state_dict"])
     import h5py

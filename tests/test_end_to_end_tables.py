@@ -6,6 +6,8 @@ import csv
 import pytest
 
 from pipeline import train
+
+from pipeline import train_stage
 from pipeline.settings import load_config
 from pipeline.report import paper
 from pipeline.report.figures import make_figures
@@ -28,7 +30,7 @@ def test_every_variant_then_tables_and_figures(tiny_project):
     cfg = load_config("params.yaml")
     for ds in cfg.datasets:
         for v in cfg.variants:
-            train.train_variant(cfg, ds, v)
+            train_stage.train_variant(cfg, ds, v)
     figures = make_figures(cfg)
     assert {"fig1_modality_gain", "fig3_tsne", "fig4_gates", "fig5_shapley"} <= set(figures)
     report(cfg, cfg.variants, n_boot=50)

@@ -168,8 +168,9 @@ def test_training_refuses_a_damaged_store(tmp_path, monkeypatch):
     with h5py.File(store, "r+") as f:  # one value changes, as a bit flip in a DVC cache would
         f["test/audio"][0, 0, 0] += 1.0
     from pipeline import train
+    from pipeline import train_stage
     with pytest.raises(DataError, match=r"mosi\.h5: content checksum .* does not match"):
-        train.train_variant(cfg, "mosi", "late_fusion")
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
 
 
 # --- refused inputs, one test each ---------------------------------------------------------------

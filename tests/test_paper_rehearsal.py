@@ -98,6 +98,8 @@ def test_every_variant_trains_at_its_own_settings_on_every_dataset(tmp_path, mon
     import torch
 
     from pipeline import train
+
+    from pipeline import train_stage
     from pipeline.settings import load_config
     from pipeline.stages import align, download, embed
     from pipeline.variants import VARIANTS as ALL
@@ -112,7 +114,7 @@ def test_every_variant_trains_at_its_own_settings_on_every_dataset(tmp_path, mon
     for ds in cfg.datasets:
         download(cfg, ds), align(cfg, ds), embed(cfg, ds)
         for v in cfg.variants:
-            (r,) = train.train_variant(cfg, ds, v)
+            (r,) = train_stage.train_variant(cfg, ds, v)
             if r.get("status") == "not applicable":
                 assert (ds, v) in {("iemocap", "self_mm"), ("iemocap", "mag_bert")}, (ds, v, r)
                 continue

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from pipeline import paths, train
+
+from pipeline import train_stage
 from pipeline.models.pase import PaSE, prototype_classes
 
 DIMS = {"text": 12, "audio": 5, "vision": 4}
@@ -128,8 +130,8 @@ def test_full_model_beats_text_only(tiny_project):
                         "text": {"encoder": "minilm"},
                         "train": {"epochs": 10, "lr": 0.003, "batch_size": 32},
                         "sgm": {"switch": "epoch", "start_epoch": 5}})
-    (full,) = train.train_variant(cfg, "mosi", "pase")
-    (text,) = train.train_variant(cfg, "mosi", "pase-T")
+    (full,) = train_stage.train_variant(cfg, "mosi", "pase")
+    (text,) = train_stage.train_variant(cfg, "mosi", "pase-T")
     assert full["test"]["mae"] < text["test"]["mae"]
     assert full["test"]["corr"] > text["test"]["corr"]
     h = history("mosi", "pase")
@@ -147,7 +149,7 @@ def test_shapley_values_follow_the_signal_and_sgm_damps_the_strong(tiny_project)
                         "text": {"encoder": "minilm"},
                         "train": {"epochs": 8, "lr": 0.003, "batch_size": 32},
                         "sgm": {"switch": "epoch", "start_epoch": 3}})
-    train.train_variant(cfg, "mosi", "pase")
+    train_stage.train_variant(cfg, "mosi", "pase")
     phase2 = [r for r in history("mosi", "pase") if r["phase"] == 2]
     mean = {k: np.mean([r[k] for r in phase2]) for k in phase2[0] if k.startswith(("shapley_", "phi_"))}
     assert mean["shapley_text"] > mean["shapley_audio"] > mean["shapley_vision"]

@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 
 from pipeline import paths, train
+
+from pipeline import train_stage
 from pipeline.settings import load_config
 from pipeline.data.store import open_store, read_attrs, read_strings
 from pipeline.errors import DataError
@@ -52,7 +54,7 @@ def test_mmsa_pickle_to_trained_model(tmp_path, monkeypatch):
     assert t["encoder"] == "source features: MMSA aligned_50.pkl text 768-d (BERT, token-level)"
     with open_store(paths.text_features("mosi")) as f, open_store(store) as g:
         np.testing.assert_array_equal(f["test/text_len"][:], g["test/audio_len"][:])
-    (res,) = train.train_variant(cfg, "mosi", "late_fusion")
+    (res,) = train_stage.train_variant(cfg, "mosi", "late_fusion")
     assert res["synthetic"] is False and np.isfinite(res["test"]["mae"])
 
 
@@ -71,7 +73,7 @@ def test_mult_iemocap_uses_its_own_text_features(tmp_path, monkeypatch):
         assert f["train/label"].shape == (5, 4)
         assert (f["train/audio_len"][:] == 8).all()  # MulT: every step is read, at its own length
         assert f["train/vision"].shape == (5, 7, 35) and (f["train/vision_len"][:] == 7).all()
-    (res,) = train.train_variant(cfg, "iemocap", "late_fusion")
+    (res,) = train_stage.train_variant(cfg, "iemocap", "late_fusion")
     assert "wa" in res["test"]
 
 

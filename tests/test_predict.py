@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from pipeline import paths, train
+
+from pipeline import train_stage
 from pipeline.__main__ import main
 from pipeline.data.store import read_strings
 from pipeline.errors import DataError
@@ -29,7 +31,7 @@ def trained(tiny_project):
     """PaSE trained on tiny synthetic MOSI (two seeds); MOSEI's store prepared too."""
     cfg = tiny_project({"seeds": [0, 1], "train": {"epochs": 2}, "sgm": {"start_epoch": 2}},
                        datasets=("mosi", "mosei"))
-    results = train.train_variant(cfg, "mosi", "pase")
+    results = train_stage.train_variant(cfg, "mosi", "pase")
     return cfg, results
 
 
@@ -118,7 +120,7 @@ def test_predict_reproduces_a_model_trained_at_another_seq_len(tiny_project):
     """The run's config holds `data` guarded empty; model.pt records the embed stage's seq_len
     (8 here, not the default 50), and predict re-embeds at it: training's predictions exactly."""
     cfg = tiny_project({"data": {"seq_len": 8}, "train": {"epochs": 2}, "sgm": {"start_epoch": 2}})
-    (result,) = train.train_variant(cfg, "mosi", "pase")
+    (result,) = train_stage.train_variant(cfg, "mosi", "pase")
     saved = torch.load(paths.seed_dir("mosi", "pase", 0) / "model.pt", weights_only=True)
     assert saved["embedding"]["seq_len"] == 8 and saved["embedding"]["encoded"]
     r = predict_run("mosi/pase", paths.aligned_store("mosi"), out="same")
@@ -167,7 +169,7 @@ def trained_on_own_features(tiny_project):
     pkl = user_file("mosi", "aligned_50.pkl", mmsa_data())
     cfg = tiny_project({"data": {"mosi": {"source": "mmsa", "path": str(pkl),
                                           "allow_unverified_pickle": True}}})
-    (result,) = train.train_variant(cfg, "mosi", "late_fusion")
+    (result,) = train_stage.train_variant(cfg, "mosi", "late_fusion")
     assert torch.load(paths.seed_dir("mosi", "late_fusion", 0) / "model.pt",
                       weights_only=True)["embedding"]["encoded"] is False
     return pkl
@@ -201,7 +203,7 @@ def test_a_fine_tuned_model_reads_the_words_of_any_data_with_raw_text(tiny_proje
     its store; data without raw text (a MulT pickle) is refused for that reason."""
     cfg = tiny_project({"text": {"finetune": True, "max_tokens": 16}, "train": {"epochs": 1},
                         "variants": ["mag_bert"], "data": {"seq_len": 8}})
-    train.train_variant(cfg, "mosi", "mag_bert")
+    train_stage.train_variant(cfg, "mosi", "mag_bert")
     predict_run("mosi/mag_bert", paths.aligned_store("mosi"), out="same")
     assert Path("same/seed0/predictions.csv").read_text() == \
         (paths.seed_dir("mosi", "mag_bert", 0) / "predictions.csv").read_text()

@@ -155,8 +155,9 @@ def test_gradient_clipping(mode):
 
 def test_early_stop_ends_training_after_patience_epochs(tiny_project, one_thread):
     from pipeline import train
+    from pipeline import train_stage
     cfg = tiny_project({"train": {"epochs": 6, "lr": 1e-30, "early_stop": 2}})
-    (r,) = train.train_variant(cfg, "mosi", "late_fusion")
+    (r,) = train_stage.train_variant(cfg, "mosi", "late_fusion")
     # lr 1e-30 (0 is refused): no weight moves in float32, so epoch 1 is the best and never beaten; epochs 2 and 3 make the patience of 2
     assert r["epochs_run"] == 3 and r["best_epoch"] == 1
     history = json.loads((Path("data/runs/mosi/late_fusion/seed0/history.json")).read_text())
@@ -180,8 +181,9 @@ def test_a_source_without_raw_text_keeps_its_frozen_text_under_the_paper_profile
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     cfg = load_config(tmp_path / "params.yaml")
     download(cfg, "iemocap"), align(cfg, "iemocap"), embed(cfg, "iemocap")
-    (r,) = train.train_variant(cfg, "iemocap", "pase")
+    from pipeline import train_stage
+    (r,) = train_stage.train_variant(cfg, "iemocap", "pase")
     assert r["settings"]["text"]["finetune"] is False and r["text_encoder"].startswith("source features")
     assert "no raw text" in r["notes"][0] and "frozen" in r["notes"][0]
-    (na,) = train.train_variant(cfg, "iemocap", "mag_bert")
+    (na,) = train_stage.train_variant(cfg, "iemocap", "mag_bert")
     assert na["status"] == "not applicable" and "no raw text" in na["reason"]

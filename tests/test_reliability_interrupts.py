@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import paths, train
+
+from pipeline import train_stage
 from tests.conftest import make_user_dirs, write_params
 from tests.test_dvc_pipeline import make_repo, run
 
@@ -18,7 +20,7 @@ from tests.test_dvc_pipeline import make_repo, run
 @pytest.mark.parametrize("variant, kill_at", [("pase", 4), ("late_fusion", 2)])
 def test_killed_mid_epoch_resumes_to_identical_metrics(tiny_project, monkeypatch, variant, kill_at):
     cfg = tiny_project({"train": {"epochs": 3}, "sgm": {"start_epoch": 2}})
-    train.train_variant(cfg, "mosi", variant)
+    train_stage.train_variant(cfg, "mosi", variant)
     reference = (paths.seed_dir("mosi", variant, 0) / "metrics.json").read_bytes()
     history = (paths.seed_dir("mosi", variant, 0) / "history.json").read_bytes()
 
@@ -32,9 +34,9 @@ def test_killed_mid_epoch_resumes_to_identical_metrics(tiny_project, monkeypatch
 
     monkeypatch.setattr(train, "task_loss", dies_mid_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train.train_variant(cfg, "mosi", variant)
+        train_stage.train_variant(cfg, "mosi", variant)
     monkeypatch.setattr(train, "task_loss", real_loss)
-    train.train_variant(cfg, "mosi", variant)  # resumes from the last epoch's checkpoint
+    train_stage.train_variant(cfg, "mosi", variant)  # resumes from the last epoch's checkpoint
     assert (paths.seed_dir("mosi", variant, 0) / "metrics.json").read_bytes() == reference
     assert (paths.seed_dir("mosi", variant, 0) / "history.json").read_bytes() == history
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline import paths, train
+
+from pipeline import train_stage
 from pipeline.__main__ import main
 from pipeline.data.store import atomic_path, remove_temp_files, write_atomic
 from pipeline.report.figures import make_figures
@@ -56,7 +58,7 @@ def test_a_write_killed_half_way_leaves_the_old_file(tmp_path, monkeypatch):
 def _train_all(cfg):
     for ds in cfg.datasets:
         for v in cfg.variants:
-            train.train_variant(cfg, ds, v)
+            train_stage.train_variant(cfg, ds, v)
 
 
 def test_only_late_fusion_figures_stage_and_report_still_work(tiny_project):

@@ -15,6 +15,8 @@ import torch
 import yaml
 
 from pipeline import codedeps, paths, resume, train
+
+from pipeline import train_stage
 from pipeline.settings import load_config
 from pipeline.errors import DiskFullError
 from pipeline.stages import align, download, embed
@@ -103,7 +105,7 @@ def test_changed_parameters_or_inputs_are_not_resumed(tiny_project, monkeypatch,
     cfg = tiny_project({"variants": ["late_fusion"], "train": {"epochs": 3}})
     real = die_after_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
-        train.train_variant(cfg, "mosi", "late_fusion")
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
     monkeypatch.setattr(train, "_save_checkpoint", real)
     if change == "parameters":
         write_params(Path("params.yaml"), {"variants": ["late_fusion"], "train": {"epochs": 3, "lr": 0.002}})
@@ -116,7 +118,7 @@ def test_changed_parameters_or_inputs_are_not_resumed(tiny_project, monkeypatch,
         download(cfg, "mosi"), align(cfg, "mosi"), embed(cfg, "mosi")
         expected = "inputs changed: data/aligned/mosi.h5, data/embedded/mosi.h5"
     with caplog.at_level(logging.INFO):
-        train.train_variant(cfg, "mosi", "late_fusion")
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
     assert "discarding" in caplog.text and expected in caplog.text
     assert "resuming" not in caplog.text
     if change == "inputs":
@@ -138,16 +140,16 @@ CORRUPTIONS = {
 @pytest.mark.parametrize("corruption", list(CORRUPTIONS))
 def test_broken_checkpoint_is_set_aside_and_the_seed_restarts(tiny_project, monkeypatch, caplog, corruption):
     cfg = tiny_project({"variants": ["late_fusion"]})
-    train.train_variant(cfg, "mosi", "late_fusion")
+    train_stage.train_variant(cfg, "mosi", "late_fusion")
     reference = outputs()
     real = die_after_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
-        train.train_variant(cfg, "mosi", "late_fusion")
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
     monkeypatch.setattr(train, "_save_checkpoint", real)
     (ckpt,) = paths.DATA.joinpath("checkpoints").glob("*/last.pt")
     CORRUPTIONS[corruption](ckpt)
     with caplog.at_level(logging.WARNING):
-        train.train_variant(cfg, "mosi", "late_fusion")
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
     assert f"{ckpt}: unreadable checkpoint" in caplog.text and "restarts from its first epoch" in caplog.text
     assert list(ckpt.parent.parent.glob("*/last.pt.corrupt-*")) or not ckpt.parent.exists()
     assert outputs() == reference  # a fresh start of the same seed: the same numbers
@@ -166,7 +168,7 @@ def test_full_disk_names_the_file_and_keeps_the_last_checkpoint(tiny_project, mo
 
     monkeypatch.setattr(resume, "open", second_checkpoint_to_a_full_disk, raising=False)
     with pytest.raises(DiskFullError, match=r"last\.pt: disk full \(no space left on device\)"):
-        train.train_variant(cfg, "mosi", "late_fusion")
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
     (ckpt,) = paths.DATA.joinpath("checkpoints").glob("*/last.pt")
     assert torch.load(ckpt, weights_only=False)["state"]["epoch"] == 1  # the last good one, intact
     assert not [p for p in ckpt.parent.iterdir() if p.name.endswith(".tmp")]
@@ -175,7 +177,7 @@ def test_full_disk_names_the_file_and_keeps_the_last_checkpoint(tiny_project, mo
 @pytest.mark.parametrize("kill", ["between seeds", "mid-seed"])
 def test_finished_seeds_survive_a_killed_stage(tiny_project, monkeypatch, caplog, kill):
     cfg = tiny_project({"variants": ["late_fusion"], "seeds": [0, 1, 2]})
-    train.train_variant(cfg, "mosi", "late_fusion")
+    train_stage.train_variant(cfg, "mosi", "late_fusion")
     reference = outputs(seeds=(0, 1, 2))
     assert not list(paths.DATA.joinpath("checkpoints").iterdir())  # a finished stage keeps nothing
     shutil.rmtree(paths.run_dir("mosi", "late_fusion"))
@@ -193,13 +195,13 @@ def test_finished_seeds_survive_a_killed_stage(tiny_project, monkeypatch, caplog
     if kill == "mid-seed":
         real = die_after_epoch(monkeypatch, 1, seed=2)
     with pytest.raises(KeyboardInterrupt):
-        train.train_variant(cfg, "mosi", "late_fusion")
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
     if kill == "mid-seed":
         monkeypatch.setattr(train, "_save_checkpoint", real)
     shutil.rmtree(paths.run_dir("mosi", "late_fusion"))  # what DVC does before rerunning a stage
     trained.clear()
     with caplog.at_level(logging.INFO):
-        train.train_variant(cfg, "mosi", "late_fusion")
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
     assert trained == [2]
     assert caplog.text.count("outputs restored, not retrained") == 2
     assert outputs(seeds=(0, 1, 2)) == reference

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from pipeline import paths, train
+
+from pipeline import train_stage
 from pipeline.data.store import content_digest
 from pipeline.errors import ConfigError
 
@@ -20,7 +22,7 @@ def test_trains_beats_constant_and_writes_outputs(tiny_project):
     # (on the complementary default the oracle itself is at ~0.65 of the constant's MAE)
     cfg = tiny_project({"synthetic": {"scale": 0.1, "kind": "redundant"},
                         "train": {"epochs": 8, "lr": 0.003}})
-    (res,) = train.train_variant(cfg, "mosi", "late_fusion")
+    (res,) = train_stage.train_variant(cfg, "mosi", "late_fusion")
     out = paths.seed_dir("mosi", "late_fusion", 0)
     m = json.loads((out / "metrics.json").read_text())
     assert m["synthetic"] is True and 1 <= m["best_epoch"] <= 8
@@ -43,18 +45,18 @@ def test_trains_beats_constant_and_writes_outputs(tiny_project):
 
 def test_same_seed_same_bytes_other_seed_differs(tiny_project):
     cfg = tiny_project()
-    train.train_variant(cfg, "mosi", "late_fusion")
+    train_stage.train_variant(cfg, "mosi", "late_fusion")
     first = metrics_bytes()
-    train.train_variant(cfg, "mosi", "late_fusion")
+    train_stage.train_variant(cfg, "mosi", "late_fusion")
     assert metrics_bytes() == first
     cfg.seeds = [1]
-    train.train_variant(cfg, "mosi", "late_fusion")
+    train_stage.train_variant(cfg, "mosi", "late_fusion")
     assert metrics_bytes(seed=1) != first.replace(b'"seed": 0', b'"seed": 1')
 
 
 def test_resume_after_interruption_gives_the_same_metrics(tiny_project, monkeypatch):
     cfg = tiny_project({"train": {"epochs": 4}})
-    train.train_variant(cfg, "mosi", "late_fusion")
+    train_stage.train_variant(cfg, "mosi", "late_fusion")
     reference = metrics_bytes()
 
     real_save = train._save_checkpoint
@@ -66,17 +68,17 @@ def test_resume_after_interruption_gives_the_same_metrics(tiny_project, monkeypa
 
     monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train.train_variant(cfg, "mosi", "late_fusion")
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
     assert list(paths.DATA.joinpath("checkpoints").glob("*/last.pt"))
     monkeypatch.setattr(train, "_save_checkpoint", real_save)
-    train.train_variant(cfg, "mosi", "late_fusion")  # resumes at epoch 3
+    train_stage.train_variant(cfg, "mosi", "late_fusion")  # resumes at epoch 3
     assert metrics_bytes() == reference
 
 
 @pytest.mark.parametrize("variant", ["late_fusion", "pase", "pase-ogm_ge"])
 def test_test_labels_do_not_change_predictions(tiny_project, variant):
     cfg = tiny_project({"sgm": {"start_epoch": 2}})
-    train.train_variant(cfg, "mosi", variant)
+    train_stage.train_variant(cfg, "mosi", variant)
     pred_col = lambda: [l.split(",")[1] for l in  # noqa: E731
                         (paths.seed_dir("mosi", variant, 0) / "predictions.csv").read_text().splitlines()]
     before = pred_col()
@@ -84,7 +86,7 @@ def test_test_labels_do_not_change_predictions(tiny_project, variant):
         lab = f["test/label"]
         lab[...] = np.random.default_rng(0).permutation(lab[:])
         f.attrs["content_sha256"] = content_digest(f)  # a deliberate edit: training checks the sum
-    train.train_variant(cfg, "mosi", variant)
+    train_stage.train_variant(cfg, "mosi", variant)
     assert pred_col() == before
 
 
@@ -92,7 +94,7 @@ def test_missing_gpu_is_a_clear_error(tiny_project, monkeypatch):
     cfg = tiny_project({"train": {"device": "cuda"}})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="train.device: 'cuda'.*no GPU"):
-        train.train_variant(cfg, "mosi", "late_fusion")
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_project, monkeypatch):
@@ -107,7 +109,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_project, monkeypat
 
     monkeypatch.setattr(train, "task_loss", loss_goes_nan)
     with pytest.raises(train.NonFiniteLoss, match=r"loss term 'task' is nan at epoch 2, step 0; last good checkpoint: .*last.pt"):
-        train.train_variant(cfg, "mosi", "late_fusion")
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
     (ckpt,) = paths.DATA.joinpath("checkpoints").glob("*/last.pt")
     assert torch.load(ckpt, weights_only=False)["state"]["epoch"] == 1
 
@@ -115,11 +117,11 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_project, monkeypat
 def test_unknown_variant(tiny_project):
     cfg = tiny_project()
     with pytest.raises(ConfigError, match="variant 'pase2' is unknown"):
-        train.train_variant(cfg, "mosi", "pase2")
+        train_stage.train_variant(cfg, "mosi", "pase2")
 
 
 def test_iemocap_classification_runs(tiny_project):
     cfg = tiny_project({"datasets": ["iemocap"], "synthetic": {"scale": 0.05}}, datasets=("iemocap",))
-    (res,) = train.train_variant(cfg, "iemocap", "late_fusion")
+    (res,) = train_stage.train_variant(cfg, "iemocap", "late_fusion")
     assert set(res["test"]) >= {"neutral_f1", "happy_f1", "sad_f1", "angry_f1", "wa"}
     assert res["test"]["wa"] > 0.25  # above chance on four emotions

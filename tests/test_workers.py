@@ -8,6 +8,8 @@ import shutil
 import pytest
 
 from pipeline import paths, train
+
+from pipeline import train_stage
 from tests.test_reliability_resume import die_after_epoch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,11 +27,11 @@ def _snapshot(tmp_path, name):
 
 def test_two_workers_give_the_bytes_of_one(tiny_project, tmp_path, caplog):
     cfg = tiny_project({"variants": ["pase"], "seeds": [0, 1, 2]})
-    train.train_variant(_with_workers(cfg, 1), "mosi", "pase")
+    train_stage.train_variant(_with_workers(cfg, 1), "mosi", "pase")
     _snapshot(tmp_path, "serial")
     shutil.rmtree(paths.DATA / "runs"), shutil.rmtree(paths.DATA / "curves")
     with caplog.at_level(logging.INFO):
-        train.train_variant(_with_workers(cfg, 2), "mosi", "pase")
+        train_stage.train_variant(_with_workers(cfg, 2), "mosi", "pase")
     assert "seeds 0, 1, 2 in 2 processes" in caplog.text
     _snapshot(tmp_path, "parallel")
     for s in (0, 1, 2):
@@ -45,17 +47,17 @@ def test_two_workers_give_the_bytes_of_one(tiny_project, tmp_path, caplog):
 
 def test_killed_parallel_stage_resumes_per_seed(tiny_project, monkeypatch, caplog):
     cfg = _with_workers(tiny_project({"variants": ["late_fusion"], "seeds": [0, 1, 2]}), 2)
-    train.train_variant(cfg, "mosi", "late_fusion")
+    train_stage.train_variant(cfg, "mosi", "late_fusion")
     reference = {f: (paths.seed_dir("mosi", "late_fusion", s) / f).read_bytes()
                  for s in (0, 1, 2) for f in ("metrics.json", "history.json")}
     shutil.rmtree(paths.run_dir("mosi", "late_fusion"))
     real = die_after_epoch(monkeypatch, 1, seed=2)  # forked workers inherit the patch
     with pytest.raises(KeyboardInterrupt):
-        train.train_variant(cfg, "mosi", "late_fusion")
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
     monkeypatch.setattr(train, "_save_checkpoint", real)
     shutil.rmtree(paths.run_dir("mosi", "late_fusion"))  # what DVC does before rerunning a stage
     with caplog.at_level(logging.INFO):
-        train.train_variant(cfg, "mosi", "late_fusion")
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
     assert caplog.text.count("outputs restored, not retrained") == 2  # seeds 0 and 1
     assert "mosi/late_fusion seed 2: resuming after epoch 1" in caplog.text
     assert {f: (paths.seed_dir("mosi", "late_fusion", s) / f).read_bytes()
