@@ -3,7 +3,8 @@
 The `configure` stage (one cheap process) writes data/configs/<dataset>/<variant>.json for every
 dataset and variant of params.yaml; each `train` stage depends on its own file instead of whole
 params sections, so `dvc exp run -S sgm.enabled=false` retrains only the runs whose effective
-configuration changed (the PaSE variants that use SGM), `-S ogm.alpha=...` only pase-ogm_ge.
+configuration changed (the PaSE variants that use SGM), `-S <balancer section>.<key>=...` only
+that balancer's variant.
 
 What a run reads (`read_by`), from pipeline/train.py and pipeline/models:
 - every run: profile, seeds (they change the outputs), model, model_args, balancer, modalities,

@@ -14,7 +14,7 @@ class Balancer:
 
     where `out` is the model's forward output, `losses` the dict of loss terms of this step and
     `epoch` is 0-based. A balancer may rescale the `.grad` of `model.modality_parameters()[m]`
-    (OGM-GE, CP), or the learning rate of the optimizer's per-modality parameter groups (SGM; the
+    (e.g. CP), or the learning rate of the optimizer's per-modality parameter groups (SGM; the
     trainer's groups carry the modality they belong to, `group["modality"]`: a fine-tuned text
     backbone and the text encoder's new layers are two groups of modality "text"; "shared" has
     None; train.param_groups). It returns a
@@ -29,7 +29,7 @@ class Balancer:
 
     def backward(self, model, losses: dict, epoch: int) -> None:
         """Turn the step's loss terms into gradients. Methods that need per-term gradients
-        (MMPareto) override this; the trainer calls it only while `active(epoch)`."""
+        override this; the trainer calls it only while `active(epoch)`."""
         sum(losses.values()).backward()
 
     def before_step(self, model, optimizer, out, batch, losses, epoch) -> dict[str, float]:

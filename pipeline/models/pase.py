@@ -81,12 +81,12 @@ class PaSE(MultimodalModel):
         fused_in = hidden if fusion in ("sum", "attention") else M * hidden
         self.ffn = nn.Sequential(nn.Linear(fused_in, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
-        # Unimodal heads for balancers that score modalities (OGM-GE). They read detached features:
-        # they measure each encoder without changing how PaSE trains it.
+        # Unimodal heads for balancers that score modalities (a balancer's SPEC asks for them).
+        # Detached: they measure each encoder without changing how PaSE trains it.
         self.aux = nn.ModuleDict({m: nn.Linear(hidden, out_dim) for m in self.modalities}) \
             if aux_heads else None
-        # aux_detach=False (MMPareto): the heads read the live features, so each unimodal loss
-        # also trains its encoder (the unimodal assistance MMPareto integrates).
+        # aux_detach=False ("live" heads): the heads read the live features, so each unimodal
+        # loss also trains its encoder (unimodal assistance, integrated by the balancer).
         self.aux_detach = aux_detach
 
     # ------------------------------------------------------------------ forward (label-free)
@@ -180,9 +180,9 @@ class PaSE(MultimodalModel):
             terms["cal"] = self.mu * sum(inter.values())
         if self.aux is not None:
             uni = {m: task_loss(out["unimodal"][m], batch["label"], task) for m in self.modalities}
-            if self.aux_detach:  # OGM-GE's measuring heads: one averaged term
+            if self.aux_detach:  # measuring heads: one averaged term
                 terms["aux"] = sum(uni.values()) / len(self.modalities)
-            else:  # MMPareto: L_mm + sum_m L_u^m, each unimodal objective at weight 1
+            else:  # live heads: L_mm + sum_m L_u^m, each unimodal objective at weight 1
                 terms.update({f"aux_{m}": v for m, v in uni.items()})
         return terms
 

@@ -26,7 +26,7 @@ and written down so that it can be changed when the paper appears.
         u_m = tanh(W_m e_m),   [z_1..z_M] = softmax_m(W_z [e_1; ..; e_M])  (per feature),
         f = sum_m z_m * u_m,   pred = MLP(f)
     An absent modality (length 0) gets gate 0. Unimodal auxiliary heads MLP_m(e_m) -> y_m (as in
-    Self-MM / MMPareto); their task losses are `extra_losses` "aux_<m>", weight `aux_weight`
+    Self-MM, PaSE's live unimodal heads); their task losses are `extra_losses` "aux_<m>", weight `aux_weight`
     (0.5: below the fused task's 1, so the fused head stays the primary objective, large enough
     that the weak encoders get a direct signal). Utterance vectors rather than cross-modal
     attention over sequences: cheap, and the abstract names gating, not attention.
