@@ -193,7 +193,7 @@ def _what_changed(key_file: Path, record: dict) -> str:
                     if old.get("inputs", {}).get(k) != new["inputs"].get(k))
     if inputs:
         parts.append("inputs changed: " + ", ".join(inputs))
-    libs = _diff(old.get("libraries"), new.get("libraries"))
+    libs = _diff(old.get("libraries") or {}, new.get("libraries") or {})
     if libs:
         parts.append("libraries changed: " + ", ".join(libs))
     if old.get("weights") != new.get("weights"):
