@@ -140,7 +140,8 @@ def planned_stages(args: list[str], matrix: list[tuple[str, str]]) -> tuple[list
         from dvc.repo import Repo
         from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
         with Repo(os.getcwd()) as repo:  # reads dvc.yaml and params.yaml; locks nothing
-            stages = collect_stages(repo, ns.targets, recursive=ns.recursive, glob=ns.glob)
+            stages = collect_stages(repo, ns.targets, recursive=ns.recursive,
+                                    glob=getattr(ns, "glob", False))  # (not in exp run)
             if ns.single_item and not ns.pipeline:
                 steps = stages
             else:
