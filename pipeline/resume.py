@@ -107,16 +107,21 @@ def run_record(cfg: Config, dataset: str, variant: str) -> dict:
             "weights": starting_weights(params.get("text", {}))}
 
 
+_libraries: dict[str, str | None] = {}
+
+
 def library_versions() -> dict[str, str | None]:
-    """Python's and LIBRARIES' versions, from the installed metadata (no library is imported)."""
+    """Python's and LIBRARIES' versions, from the installed metadata (no library is imported);
+    read once a process: what it imported."""
     from importlib.metadata import PackageNotFoundError, version
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
+    if not _libraries:
+        _libraries["python"] = platform.python_version()
+        for name in LIBRARIES:
+            try:
+                _libraries[name] = version(name)
+            except PackageNotFoundError:
+                _libraries[name] = None
+    return dict(_libraries)
 
 
 def starting_weights(text: dict) -> dict | None:
@@ -303,9 +308,9 @@ def set_rng_states(saved: dict) -> None:
 
     import numpy as np
     import torch
-    torch.set_rng_state(saved["torch_rng"])
+    torch.set_rng_state(saved["torch_rng"].cpu())  # (torch.load mapped them to the run's device)
     if saved["cuda_rng"]:
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        torch.cuda.set_rng_state_all([t.cpu() for t in saved["cuda_rng"]])
     np.random.set_state(saved["numpy_rng"])
     random.setstate(saved["python_rng"])
 
