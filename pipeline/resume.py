@@ -44,6 +44,11 @@ from pipeline.config import Config, as_dict, fingerprint
 from pipeline.data.download import sha256_file
 from pipeline.data.store import _raise_if_disk_full, atomic_path, remove_temp_files, write_atomic
 
+try:
+    import fcntl
+except ImportError:  # Windows: no look-ahead pool (ahead.dvc_process), one trainer a folder
+    fcntl = None
+
 log = logging.getLogger(__name__)
 
 # The train stage's code deps in dvc.yaml (tests/test_reliability_resume.py checks they agree).
@@ -224,9 +229,11 @@ def hold(folder: Path, wait: bool = True) -> bool:
     """Lock `folder` for this process (created if missing); False when another process holds it
     and not `wait`. Re-entrant: a process holds each folder once (forked children inherit the
     lock with the open file, see ahead_pool)."""
-    import fcntl
     folder = Path(folder)
     lock = folder / LOCK
+    if fcntl is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        return True
     if folder in _held:
         try:
             if os.fstat(_held[folder].fileno()).st_ino == os.stat(lock).st_ino:
@@ -257,7 +264,6 @@ def hold(folder: Path, wait: bool = True) -> bool:
 def release(folder: Path, unlock: bool = True) -> None:
     """Stop holding `folder`. `unlock=False` only closes this process's file: a forked child that
     inherited it keeps the lock until it exits."""
-    import fcntl
     f = _held.pop(Path(folder), None)
     if f is not None:
         if unlock:
@@ -268,9 +274,11 @@ def release(folder: Path, unlock: bool = True) -> None:
 def remove_unless_in_use(folder: Path) -> bool:
     """Remove a seed folder unless another process trains in it (holds its lock); True if removed.
     The lock is held while removing, so no trainer starts in it meanwhile."""
-    import fcntl
     if Path(folder) in _held:
         release(folder)
+    if fcntl is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
     try:
         f = open(Path(folder) / LOCK, "a")
     except FileNotFoundError:  # gone already
