@@ -310,6 +310,19 @@ def test_the_key_names_library_versions_and_starting_weights(tiny_project, monke
     assert set(first["files"]) == {"config.json", "model.safetensors"}
     (tmp_path / "m" / "model.safetensors").write_bytes(b"weights 2")
     assert resume.starting_weights({"finetune": True, "encoder": "minilm"}) != first
+    from huggingface_hub import constants  # bert-base-uncased: the local HF cache's snapshot
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    bert = {"finetune": True, "encoder": "bert-base-uncased"}
+    assert resume.starting_weights(bert) == {"encoder": "bert-base-uncased", "revision": None, "files": {}}
+    repo = tmp_path / "hub" / "models--bert-base-uncased"
+    snap = repo / "snapshots" / ("ab" * 20)
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("ab" * 20)
+    (snap / "config.json").write_text("{}")
+    (snap / "model.safetensors").write_bytes(b"bert weights")
+    weights = resume.starting_weights(bert)
+    assert weights["revision"] == "ab" * 20 and set(weights["files"]) == {"config.json", "model.safetensors"}
     changed = {**record, "libraries": {**record["libraries"], "torch": "0.0.1"}}
     key_file = tmp_path / "key.json"
     key_file.write_text(json.dumps(changed))
