@@ -8,30 +8,41 @@ DVC_STAGE in a stage's environment; `train.ahead: true`) the first train stage s
 process for the workspace, which keeps `train.workers` seed processes busy:
 
 1. first the seeds of every train stage that has started (each stage announces itself), then
-2. ahead of DVC, in DVC's order (the train matrix: datasets, then variants), the seeds of the next
-   LOOKAHEAD stages whose outputs are missing or were made under other code, parameters or
+2. ahead of DVC, in DVC's order, the seeds of the next LOOKAHEAD stages *that the running DVC
+   command will run* whose outputs are missing or were made under other code, parameters or
    inputs (each seed's metrics.json records its `run_key`).
+
+Which train stages the DVC command runs (`planned_stages`): `dvc repro` and `dvc exp run` (any
+`-S`) without targets run every train stage of params.yaml's matrix; with targets, DVC's own
+planner (the stages it collects for the targets, with `-s`, `--downstream`, `-p`, `-R`, `--glob`)
+on the command line read back from the DVC process. The pool stays off, and each stage trains
+its seeds itself, when that command is anything else or does not parse, when it runs fewer than
+two train stages, with `--dry`, `-i`, `--queue`, `--run-all` or `--temp`, and on a GPU
+(`train.device: cuda`, or `auto` with one visible): seeds of other stages would share the card.
 
 A seed is trained exactly as the stage would train it (`train_stage.run_config`,
 `train.train_seed`, in a process of its own from its own seed) and kept where an interrupted stage keeps its finished
-seeds (pipeline/resume.py: data/checkpoints/<run>-<hash of code, parameters, inputs>/done). The
-stage restores it from there, byte for byte what it would have trained itself
+seeds (pipeline/resume.py: data/checkpoints/<run>-<hash of code, libraries, parameters, inputs>/done).
+The stage restores it from there, byte for byte what it would have trained itself
 (tests/test_ahead.py), and prints the seed's log lines as they come.
 
 Why it cannot change a result:
 - the pool computes every seed's config from params.yaml as it is when the seed starts, keys its
   runs by the code it imported (resume.pin_code; a seed process whose files on disk differ
   refuses), and stops when the code on disk is no longer that code; a stage announces the key (hash) of
-  its run, and a pool computing another key declines that stage;
+  its run, and a pool computing another key declines that stage (its seeds not yet started);
 - a stage trains a seed itself when the pool has stopped, declined, or failed on it (the error
   then shows in the stage's own log, as without the pool);
-- the pool stops, killing its seed processes (their epoch checkpoints stay for a resume), when
-  the DVC process that started it has ended.
-A stage DVC restores from its run-cache may have been started ahead for nothing: the pool looks at
-most LOOKAHEAD stages past the newest started one, and drops the stages DVC has passed.
+- a process training a seed holds its folder's lock (resume.hold): no clean-up removes a folder
+  a seed is written in, and no two processes train one folder at once;
+- the pool stops, killing its seed processes, when the DVC process that started it has ended.
+  It then removes the folders of stages that no stage of that command claimed (announced under
+  the same key): what it trained ahead for nothing (e.g. a stage DVC restored from its
+  run-cache). A claimed stage's folders stay, as a killed stage's own: a rerun resumes them.
 The pool process itself is pipeline/ahead_pool.py. Files: data/checkpoints/pool/ (lock,
-pool.json, started, pool.log, usage.json: the pool's CPU time, which `/usr/bin/time dvc repro`
-does not see); each seed's log is train.log in its checkpoint folder.
+pool.json, scope.json: the stages it may train, or why it is off, started, pool.log,
+usage.json: the pool's CPU time, which `/usr/bin/time dvc repro` does not see); each seed's log
+is train.log in its checkpoint folder.
 """
 from __future__ import annotations
 
@@ -45,6 +56,7 @@ import time
 from pathlib import Path
 
 from pipeline import paths, resume
+from pipeline.data.store import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +88,17 @@ def _ident(pid: int) -> dict | None:
     return {"pid": pid, "started": p.create_time()} if p else None
 
 
+def _dvc_args(cmd: list[str]) -> list[str] | None:
+    """The arguments after `dvc` in a command line (`dvc ...`, `python .../dvc ...`,
+    `python -m dvc ...`), or None when it is no DVC command."""
+    if cmd[1:3] == ["-m", "dvc"]:
+        return cmd[3:]
+    for i, a in enumerate(cmd[:3]):
+        if os.path.basename(a) == "dvc":
+            return cmd[i + 1:]
+    return None
+
+
 def dvc_process() -> dict | None:
     """The DVC process running this stage ({pid, started}), or None when not run by DVC."""
     if os.name != "posix" or "DVC_STAGE" not in os.environ:
@@ -83,12 +106,91 @@ def dvc_process() -> dict | None:
     import psutil
     try:
         for p in psutil.Process().parents():
-            cmd = p.cmdline()
-            if any(os.path.basename(a) == "dvc" for a in cmd[:3]) or cmd[1:3] == ["-m", "dvc"]:
+            if _dvc_args(p.cmdline()) is not None:
                 return _ident(p.pid)
     except psutil.Error:
         pass
     return None
+
+
+# ------------------------------------------------------------------ what DVC will run
+
+def planned_stages(args: list[str], matrix: list[tuple[str, str]]) -> tuple[list | None, str]:
+    """The train stages [(dataset, variant)] that `dvc <args>`, run in this folder, runs, in its
+    order, or None with the reason the pool cannot know them (it then stays off)."""
+    import contextlib
+    import io
+    try:
+        from dvc.cli.parser import get_main_parser
+        from dvc.commands.experiments.run import CmdExperimentsRun
+        from dvc.commands.repro import CmdRepro
+        with contextlib.redirect_stderr(io.StringIO()):
+            ns = get_main_parser().parse_args(args)
+    except (Exception, SystemExit) as e:  # argparse exits; DVC's own parser raises
+        return None, f"`dvc {' '.join(args)}` does not parse here ({type(e).__name__})"
+    if ns.func not in (CmdRepro, CmdExperimentsRun):
+        return None, f"`dvc {' '.join(args)}` is neither `dvc repro` nor `dvc exp run`"
+    if ns.dry or ns.interactive:
+        return None, "--dry or --interactive: DVC may run none of the stages"
+    if ns.func is CmdExperimentsRun and (ns.queue or ns.run_all or ns.tmp_dir):
+        return None, "a queued or temporary experiment runs in another folder"
+    if not ns.targets or ns.all_pipelines:  # every stage of dvc.yaml
+        return list(matrix), "every train stage"
+    try:
+        from dvc.repo import Repo
+        from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+        with Repo(os.getcwd()) as repo:  # reads dvc.yaml and params.yaml; locks nothing
+            stages = collect_stages(repo, ns.targets, recursive=ns.recursive,
+                                    glob=getattr(ns, "glob", False))  # (not in exp run)
+            if ns.single_item and not ns.pipeline:
+                steps = stages
+            else:
+                steps = plan_repro(get_active_graph(repo.index.graph), stages,
+                                   pipeline=ns.pipeline, downstream=ns.downstream and not ns.pipeline)
+            names = [s.addressing for s in steps]
+    except Exception as e:  # noqa: BLE001  DVC's error is the stage's to report
+        return None, f"DVC's plan for {' '.join(ns.targets)} is unknown here ({type(e).__name__}: {e})"
+    index = {f"train@{d}-{v}": (d, v) for d, v in matrix}
+    unknown = [n for n in names if n.startswith("train@") and n not in index]
+    if unknown:
+        return None, f"{', '.join(unknown)} are not in params.yaml's matrix"
+    return [index[n] for n in names if n in index], f"the train stages of {' '.join(ns.targets)}"
+
+
+def _why_off(dvc: dict, vcfg, dataset: str, variant: str) -> tuple[str | None, list | None]:
+    """(None, the stages the pool may train) when it may run for this DVC process, else (why not,
+    None)."""
+    if _on_gpu(vcfg.train.device):
+        return "training on a GPU: other stages' seeds would share the card", None
+    p = _proc(dvc["pid"])
+    try:
+        args, cwd = _dvc_args(p.cmdline()) if p else None, p.cwd() if p else None
+    except Exception as e:  # noqa: BLE001  psutil.Error
+        return f"the DVC command cannot be read ({type(e).__name__})", None
+    if args is None:
+        return "the DVC process has ended", None
+    if os.path.realpath(cwd) != os.path.realpath(os.getcwd()):
+        return f"DVC runs in {cwd}, this stage in {os.getcwd()}", None
+    stages, why = planned_stages(args, [(d, v) for d in vcfg.datasets for v in vcfg.variants])
+    if stages is None:
+        return why, None
+    if (dataset, variant) not in stages:
+        return f"{dataset}/{variant} is not among {why} (DVC's plan not understood)", None
+    if len(stages) < 2:
+        return f"{why}: one train stage, nothing to train ahead", None
+    return None, stages
+
+
+def _on_gpu(device: str) -> bool:
+    """Whether train.device trains on a GPU here; torch is imported only where a GPU's device
+    file exists (a stage that restores seeds needs no torch)."""
+    if device != "auto":
+        return device != "cpu"
+    import glob
+    if not any(glob.glob(g) for g in ("/dev/nvidia[0-9]*", "/dev/kfd", "/dev/dxg")):
+        return False
+    import torch
+    return torch.cuda.is_available()
 
 
 # ------------------------------------------------------------------ the stage's side
@@ -103,7 +205,7 @@ def from_pool(vcfg, dataset: str, variant: str, seeds: list[int]) -> dict[int, d
     record = resume.run_record(vcfg, dataset, variant)
     key = resume.fingerprint(record)
     POOL.mkdir(parents=True, exist_ok=True)
-    pool = _pool_for(dvc)
+    pool = _pool_for(dvc, vcfg, dataset, variant)
     if pool is None:
         return {}
     with open(POOL / "started", "a") as f:  # one short line: an atomic append
@@ -159,8 +261,9 @@ def _show_log(path: Path, offset: int) -> int:
     return offset + end
 
 
-def _pool_for(dvc: dict) -> dict | None:
-    """The pool serving this DVC process: the running one, or one started now."""
+def _pool_for(dvc: dict, vcfg, dataset: str, variant: str) -> dict | None:
+    """The pool serving this DVC process: the running one, or one started now; None when it stays
+    off for this DVC command (scope.json says why, so later stages need not ask again)."""
     info = _read_pool()
     if info and _same(info):
         if info.get("dvc") == dvc:
@@ -169,6 +272,15 @@ def _pool_for(dvc: dict) -> dict | None:
         deadline = time.time() + 10
         while _same(info) and time.time() < deadline:
             time.sleep(POLL)
+    scope = _read(POOL / "scope.json")
+    if not scope or scope.get("dvc") != dvc:
+        why, stages = _why_off(dvc, vcfg, dataset, variant)
+        scope = {"dvc": dvc, "off": why, "stages": stages}
+        write_atomic(POOL / "scope.json", json.dumps(scope) + "\n")
+    if scope["off"]:
+        log.info("%s/%s: the look-ahead pool stays off (%s); the stage trains its seeds itself",
+                 dataset, variant, scope["off"])
+        return None
     for name in ("pool.json", "usage.json"):
         (POOL / name).unlink(missing_ok=True)
     (POOL / "started").write_text("")  # a new pool reads only this DVC run's stages
@@ -188,8 +300,12 @@ def _pool_for(dvc: dict) -> dict | None:
 
 
 def _read_pool() -> dict | None:
+    return _read(POOL / "pool.json")
+
+
+def _read(path: Path) -> dict | None:
     try:
-        return json.loads((POOL / "pool.json").read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 

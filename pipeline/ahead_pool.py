@@ -12,7 +12,8 @@ import traceback
 from pathlib import Path
 
 from pipeline import paths, resume
-from pipeline.ahead import FAILED, LOOKAHEAD, POLL, POOL, SEED_LOG, _ident, _same, _up_to_date
+from pipeline.ahead import (FAILED, LOOKAHEAD, POLL, POOL, SEED_LOG, _ident, _read, _same,
+                            _up_to_date)
 from pipeline.data.store import write_atomic
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,17 @@ def serve(dvc_pid: int, params: str = "params.yaml") -> int:
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop through run()'s cleanup
     dvc = _ident(dvc_pid)
+    log.setLevel(logging.INFO)  # pool.log always says what the pool did
+    scope = _read(POOL / "scope.json") or {}  # written by the stage that started it (ahead.py)
+    if scope.get("dvc") != dvc or scope.get("off") or not scope.get("stages"):
+        log.info("no stages to train for the DVC process %s (scope.json: %s); exiting", dvc_pid, scope)
+        return 0
     me = _ident(os.getpid())
     write_atomic(POOL / "pool.json", json.dumps({**me, "dvc": dvc}) + "\n")
     seed_level = logging.getLogger().getEffectiveLevel()  # the stage's (PIPELINE_LOG) for seed logs
-    log.setLevel(logging.INFO)  # pool.log always says what the pool did
     start = time.time()
     try:
-        return Pool(dvc, params, seed_level).run()
+        return Pool(dvc, params, seed_level, [tuple(x) for x in scope["stages"]]).run()
     finally:
         _write_usage(time.time() - start)
         (POOL / "pool.json").unlink(missing_ok=True)
@@ -56,7 +61,10 @@ def _write_usage(wall: float) -> None:
 
 
 class Pool:
-    def __init__(self, dvc: dict | None, params: str, seed_level: int = logging.INFO):
+    def __init__(self, dvc: dict | None, params: str, seed_level: int = logging.INFO,
+                 stages: list[tuple[str, str]] | None = None):
+        """`stages`: the train stages the DVC command runs, in its order (ahead.planned_stages;
+        None: params.yaml's whole matrix)."""
         import multiprocessing
 
         # imported once here, not in every forked seed process (the optimizer's and the metrics')
@@ -71,11 +79,14 @@ class Pool:
         self.code = resume.code_hashes(disk=True)
         resume.pin_code(self.code)  # keys name the code imported here (forked seeds inherit it)
         cfg = load_config(params)
+        if train.resolve_device(cfg.train.device).type != "cpu":  # ahead._why_off keeps it off
+            raise SystemExit("the look-ahead pool trains on CPU only")
         self.workers = cfg.train.workers or train_stage.default_workers(cfg)
-        self.order = [(d, v) for d in cfg.datasets for v in cfg.variants]  # DVC's (dvc.yaml matrix)
-        fork = sys.platform == "linux" and train.resolve_device(cfg.train.device).type == "cpu"
-        self.mp = multiprocessing.get_context("fork" if fork else "spawn")
+        self.order = stages or [(d, v) for d in cfg.datasets for v in cfg.variants]  # DVC's order
+        self.fork = sys.platform == "linux"
+        self.mp = multiprocessing.get_context("fork" if self.fork else "spawn")
         self.flights: dict[Path, tuple] = {}  # folder -> (process, run, seed)
+        self.owned: dict[Path, tuple] = {}  # folders it started a seed in -> (ds, variant, key)
         self.announced: list[tuple[str, str, str]] = []
         self.read = 0
         self.plans: dict[tuple, tuple] = {}
@@ -105,10 +116,22 @@ class Pool:
                 log.info("the DVC process has ended; the pool stops")
         finally:
             for proc, run, seed in self.flights.values():
-                proc.kill()  # its epoch checkpoint stays: a rerun resumes it
+                proc.kill()
                 proc.join()
-                log.info("%s seed %d: stopped (resumable from its last epoch)", "/".join(run), seed)
+                log.info("%s seed %d: stopped", "/".join(run), seed)
+            self._remove_unclaimed()
         return 0
+
+    def _remove_unclaimed(self) -> None:
+        """The DVC command has ended: remove what the pool trained for stages that no stage of
+        it claimed (announced under the same key). A claimed stage's folders are its own, as if
+        it had trained them: they stay for a rerun to resume (then resume.clean removes them)."""
+        claimed = set(self.announced)
+        gone = [f for f, entry in self.owned.items()
+                if entry not in claimed and f.exists() and resume.remove_unless_in_use(f)]
+        if gone:
+            log.info("removed %d seed folders trained ahead for stages this DVC command did not "
+                     "run: %s", len(gone), ", ".join(f.name for f in gone))
 
     def _read_announcements(self) -> None:
         try:
@@ -222,8 +245,7 @@ class Pool:
                 if not self._needed(ds, variant, seed, folder):
                     continue
                 waiting = True
-                if folder not in self.flights:
-                    self._start(vcfg, notes, ds, variant, seed, folder)
+                if folder not in self.flights and self._start(vcfg, notes, ds, variant, seed, folder):
                     return True
             if announced and not waiting:
                 self.closed.add(entry)
@@ -241,21 +263,35 @@ class Pool:
         return True
 
     def _decline(self, ds, variant, key, seeds, why: str) -> None:
+        """Tell the stage (run `key`) to train its seeds itself, but for those the pool trains now:
+        they were started under that key, so they finish for the stage (it waits for them)."""
         for seed in seeds or []:
             f = paths.checkpoint_dir(ds, variant, seed, key)
+            if f in self.flights:
+                continue
             if not (f / FAILED).exists() and not (f / resume.DONE).exists():
                 f.mkdir(parents=True, exist_ok=True)
                 write_atomic(f / FAILED, why + "\n")
 
-    def _start(self, vcfg, notes, ds, variant, seed, folder) -> None:
+    def _start(self, vcfg, notes, ds, variant, seed, folder) -> bool:
+        """Start a seed process; False when another process (its stage) trains that seed now.
+        Forked, the seed process inherits the folder's lock taken here, so no clean-up can take
+        the folder between its start and its own resume.seed_folder."""
+        if self.fork and not resume.hold(folder, wait=False):
+            return False
         folder.mkdir(parents=True, exist_ok=True)
         proc = self.mp.Process(target=_train_one, args=(vcfg, ds, variant, seed, notes, folder,
                                                         self.code,
                                                         self.seed_level),
                                name=f"{ds}/{variant} seed {seed}")
-        proc.start()
+        try:
+            proc.start()
+        finally:
+            resume.release(folder, unlock=False)  # the child holds it now (or nobody, if it failed)
         self.flights[folder] = (proc, (ds, variant), seed)
+        self.owned[folder] = (ds, variant, folder.name.rsplit("-", 1)[1])
         log.info("%s/%s seed %d: started", ds, variant, seed)
+        return True
 
 
 def _stamp(*files: Path) -> tuple | None:

