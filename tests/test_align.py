@@ -9,8 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.data import align as A
-from pipeline.data.align import align_cmu, align_to_reference, align_video, replace_nonfinite
+from pipeline.data import intervals as A
+from pipeline.data.align import align_cmu, align_video, replace_nonfinite
+from pipeline.data.intervals import align_to_reference
 from pipeline.errors import DataError
 from tests.csd_fixtures import quiet, write_cmu_fixture, write_csd
 

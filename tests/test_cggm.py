@@ -112,7 +112,7 @@ def test_each_epoch_starts_afresh():
 def test_pase_cggm_trains_and_reaches_table3_the_diagnostics_and_explain(tmp_path, monkeypatch):
     from pipeline import train_stage
     from pipeline.explain import explain
-    from pipeline.report import diagnostics, tables
+    from pipeline.report import builder, diagnostics, formatting
     from pipeline.settings import load_config
     from pipeline.stages import align, download, embed
     from tests.conftest import write_params
@@ -125,7 +125,7 @@ def test_pase_cggm_trains_and_reaches_table3_the_diagnostics_and_explain(tmp_pat
     assert r["settings"]["balancer"] == "cggm" and all(v == v for v in r["test"].values())
     history = json.loads((tmp_path / "data/runs/mosi/pase-cggm/seed0/history.json").read_text())
     assert all("cggm_coeff_text" in h and "cggm_lgm" in h for h in history)
-    assert tables.name("pase-cggm") == "CGGM instead of SGM" and "pase-cggm" in tables.EXTRA_TABLE3
+    assert formatting.name("pase-cggm") == "CGGM instead of SGM" and "pase-cggm" in builder.EXTRA_TABLE3
     assert "pase-cggm" in diagnostics.DIAGNOSED
     groups = {g["group"]: g["scaled_by"] for g in explain(cfg, "mosi", "pase-cggm")["groups"]}
     assert groups == {"text": "cggm", "audio": "cggm", "vision": "cggm", "shared": None}

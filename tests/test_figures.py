@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from pipeline.settings import config_from_dict
-from pipeline.report.figures import make_figures, sentiment_classes
+from pipeline.report.fig_common import sentiment_classes
+from pipeline.report.figures import make_figures
 
 EMOTIONS = ("neutral", "happy", "sad", "angry")
 MODS = ("text", "audio", "vision")

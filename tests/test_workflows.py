@@ -288,7 +288,7 @@ def test_plan_defaults_are_the_paper_matrix(plan):
     from pipeline.__main__ import DATASETS
     from pipeline.variants import VARIANTS
 
-    from pipeline.report import paper, tables
+    from pipeline.report import builder, paper
 
     spec = json.loads(PAPER_MATRIX.read_text())
     variants = list(dict.fromkeys(v for vs in spec["tables"].values() for v in vs))
@@ -296,7 +296,7 @@ def test_plan_defaults_are_the_paper_matrix(plan):
     assert set(variants) <= set(VARIANTS)
     # every variant a paper table of the report shows, and nothing else
     shown = ({r.variant for r in paper.TABLE1.rows + paper.TABLE2.rows if r.variant}
-             | set(tables.BASELINES + tables.TABLE3_VARIANTS + tables.EXTRA_TABLE3 + tables.TABLE4_VARIANTS))
+             | set(builder.BASELINES + builder.TABLE3_VARIANTS + builder.EXTRA_TABLE3 + builder.TABLE4_VARIANTS))
     assert set(variants) == shown
     assert json.loads(plan["datasets"]) == spec["datasets"]
     assert json.loads(plan["variants"]) == variants

@@ -23,6 +23,8 @@ import numpy as np
 from pipeline.balancers import VARIANTS as BALANCER_VARIANTS
 from pipeline import paths
 from pipeline.metrics import iemocap_metrics, regression_metrics
+from pipeline.report.formatting import RERUN, Part, Table, name, num, pval
+from pipeline.report.runs import outputs_labels, task_of
 from pipeline.report.stats import mean_std, paired_test
 
 DIAGNOSED = ("pase", "pase-no_sgm", *BALANCER_VARIANTS, "cpsl")  # each balancer's variant
@@ -104,8 +106,7 @@ def collect(ds: str, variants, seeds) -> list[dict]:
 
 
 def probe_table(b, seeds):
-    """The diagnostics table (a tables.Table) or None when no diagnosed run has features."""
-    from pipeline.report.tables import RERUN, Part, Table, _outputs, name, num, pval, task_of
+    """The diagnostics table (a formatting.Table) or None when no diagnosed run has features."""
     dss = [d for d in b.runs.datasets if any(b.runs.ok(d, v) for v in DIAGNOSED)]
     rows, records = [], []
     for ds in dss:
@@ -116,7 +117,7 @@ def probe_table(b, seeds):
                 continue
             per_mod: dict[str, dict[int, float]] = {}
             for seed, df in preds.items():
-                labels = _outputs(df, task_of(ds))[1]
+                labels = outputs_labels(df, task_of(ds))[1]
                 for m, s in probe_scores(ds, v, seed, labels).items():
                     per_mod.setdefault(m, {})[seed] = s
             for m, scores in per_mod.items():
@@ -158,7 +159,6 @@ def load_oracle(ds: str) -> dict | None:
 
 def oracle_table(b, seeds):
     """Best achievable score per modality set (synthetic complementary data) beside PaSE's runs."""
-    from pipeline.report.tables import Part, Table, name, num
     rows, records = [], []
     for ds in b.runs.datasets:
         oracle = load_oracle(ds)

@@ -8,8 +8,9 @@ paper's text and checks every number here against it, so a typo fails.
 Paper rows map to the variants this pipeline reruns (`Row.variant`, see pipeline/variants.py);
 rows without a variant are published-only baselines.
 
-Nothing here may be shown beside numbers measured on SYNTHETIC data (pipeline/report/tables.py
-leaves the published numbers out of every table made from synthetic runs).
+Nothing here may be shown beside numbers measured on SYNTHETIC data (the tables that
+pipeline/report/tables.py assembles leave the published numbers out of every table made from
+synthetic runs; builder.py's model blocks show them on real data only).
 """
 from __future__ import annotations
 

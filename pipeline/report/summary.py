@@ -29,8 +29,9 @@ from pipeline.data.schema import IEMOCAP_EMOTIONS
 from pipeline.data.store import write_atomic
 from pipeline.errors import DataError
 from pipeline.metrics import REGRESSION_METRICS
-from pipeline.report.tables import (SYNTHETIC_TITLE, Runs, build_tables, name, to_markdown,
-                                    write_tables)
+from pipeline.report.formatting import SYNTHETIC_TITLE, name, to_markdown, write_tables
+from pipeline.report.runs import Runs
+from pipeline.report.tables import build_tables
 
 log = logging.getLogger(__name__)
 IEMOCAP_COLUMNS = {**{f"{e}_f1": (f"{e.capitalize()} F1", True) for e in IEMOCAP_EMOTIONS},
