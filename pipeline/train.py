@@ -9,12 +9,11 @@ read only after the predictions exist.
 Two phases (PaSE, "Dual-Phase Optimization"): phase 1 trains with the task loss plus the model's
 own loss terms; phase 2 starts when the validation score has not improved for `sgm.patience`
 epochs (or at `sgm.start_epoch`) and switches the balancer on (SGM for PaSE). A balancer acts
-between `backward()` and `optimizer.step()`; the optimizer has one parameter group per modality
-encoder plus a shared one, so a balancer can scale a modality's learning rate.
+between `backward()` and `optimizer.step()`, on the optimizer's groups (`param_groups`).
 
-A checkpoint is written atomically after every epoch and an interrupted run resumes from it,
-ending with the same numbers as an uninterrupted one; finished seeds survive a killed stage. Both
-are reused only under the same code, parameters and inputs (pipeline/resume.py).
+A checkpoint is written atomically after every epoch (pipeline/checkpoints.py) and an interrupted
+run resumes from it with the same numbers; finished seeds survive a killed stage, under the same
+code, parameters and inputs only (pipeline/resume.py). Outputs: pipeline/run_outputs.py.
 """
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import paths, resume
+from pipeline import checkpoints, paths, resume
 from pipeline import run_outputs
 from pipeline.config import Config
 from pipeline.data.schema import IEMOCAP_EMOTIONS
@@ -262,7 +261,7 @@ def train_seed(cfg: Config, dataset: str, variant: str, seed: int, out: Path,
     ckpt = ckpt_dir / "last.pt"
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": -1, "best_model": None,
              "history": [], "phase": 1, "phase2_epoch": None, "since_best": 0}
-    saved = resume.load_checkpoint(ckpt, model, optim, device)
+    saved = checkpoints.load_checkpoint(ckpt, model, optim, device)
     if saved is not None:
         state = saved
         log.info("%s/%s seed %d: resuming after epoch %d from %s", dataset, variant, seed,
@@ -398,4 +397,4 @@ def _phase2_due(cfg: Config, epochs_done: int, since_best: int) -> bool:
 
 
 def _save_checkpoint(path: Path, model, optim, state) -> None:
-    resume.save_checkpoint(path, model, optim, state)
+    checkpoints.save_checkpoint(path, model, optim, state)

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline import codedeps, paths, resume, train
+from pipeline import checkpoints, codedeps, paths, resume, train
 
 from pipeline import train_stage
 from pipeline.settings import load_config
@@ -171,7 +171,7 @@ def test_full_disk_names_the_file_and_keeps_the_last_checkpoint(tiny_project, mo
                 return real_open("/dev/full", mode, *a, **kw)  # the kernel answers ENOSPC
         return real_open(file, mode, *a, **kw)
 
-    monkeypatch.setattr(resume, "open", second_checkpoint_to_a_full_disk, raising=False)
+    monkeypatch.setattr(checkpoints, "open", second_checkpoint_to_a_full_disk, raising=False)
     with pytest.raises(DiskFullError, match=r"last\.pt: disk full \(no space left on device\)"):
         train_stage.train_variant(cfg, "mosi", "late_fusion")
     (ckpt,) = paths.DATA.joinpath("checkpoints").glob("*/last.pt")
@@ -220,10 +220,10 @@ def test_a_checkpoint_restores_every_rng_state(tmp_path):
     optim = torch.optim.Adam(model.parameters())
     train.seed_everything(7)
     torch.rand(5), np.random.rand(5), random.random()  # mid-run states, not the seeds'
-    resume.save_checkpoint(tmp_path / "last.pt", model, optim, {"epoch": 1, "history": [], "best_model": None})
+    checkpoints.save_checkpoint(tmp_path / "last.pt", model, optim, {"epoch": 1, "history": [], "best_model": None})
     expected = (torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)])
     train.seed_everything(99)  # what a resumed process does first
-    assert resume.load_checkpoint(tmp_path / "last.pt", model, optim, torch.device("cpu"))["epoch"] == 1
+    assert checkpoints.load_checkpoint(tmp_path / "last.pt", model, optim, torch.device("cpu"))["epoch"] == 1
     assert torch.equal(torch.rand(4), expected[0])
     assert np.array_equal(np.random.rand(4), expected[1])
     assert [random.random() for _ in range(4)] == expected[2]
