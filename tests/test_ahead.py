@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import ahead, ahead_pool, paths, resume
-from tests.test_dvc_pipeline import make_repo, run
-from tests.test_reliability_dvc import env, snapshot
+from tests.helpers import env, make_repo, run, snapshot
 
 OVERRIDES = {"datasets": ["mosi"], "seeds": [0, 1, 2], "variants": ["pase", "late_fusion", "pase-T"],
              "train": {"epochs": 3, "workers": 2}, "sgm": {"start_epoch": 2}}

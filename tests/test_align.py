@@ -12,82 +12,15 @@ import pytest
 from pipeline.data import align as A
 from pipeline.data.align import align_cmu, align_to_reference, align_video, replace_nonfinite
 from pipeline.errors import DataError
-from tests.csd_fixtures import quiet, write_cmu_fixture, write_csd
+from tests.csd_fixtures import write_cmu_fixture, write_csd
+from tests.helpers import MODS, mmsdk_pipeline, reference_utterances
 
 import mmsdk.mmdatasdk as md  # noqa: E402  (required: the reference implementation)
 TOL = dict(rtol=1e-5, atol=1e-5)
-MODS = ("COVAREP", "FACET")
 
 
 # ---------------------------------------------------------------------------------------------
 # mmsdk's reference pipeline (the standard CMU tutorial recipe)
-
-
-def avg(intervals, features):
-    """The tutorial's collapse function: mean of numeric features, the token itself for words."""
-    try:
-        return np.average(features, axis=0)
-    except Exception:  # noqa: BLE001
-        return features
-
-
-def mmsdk_pipeline(paths: dict, monkeypatch) -> dict[str, dict]:
-    """segment id -> {sequence name: (intervals, features) or None where mmsdk has no entry}."""
-    with quiet():
-        ds = md.mmdataset({name: str(paths[name]) for name in ("words", *MODS)})
-        ds.align("words", collapse_functions=[avg])
-        # mmsdk's impute indexes dict_keys ([0]), which fails on Python 3: run it with list keys
-        with monkeypatch.context() as m:
-            m.setattr(md.computational_sequence, "keys", lambda self: list(self.data.keys()))
-            ds.impute("words")
-        ds.add_computational_sequences({"labels": str(paths["labels"])}, destination=None)
-        ds.align("labels")
-    out = {}
-    for key in ds["labels"].keys():
-        out[key] = {}
-        for name in ("labels", "words", *MODS):
-            e = ds[name].data.get(key)
-            out[key][name] = None if e is None else (e["intervals"][()], e["features"][()])
-    return out
-
-
-def reference_utterances(ref: dict, folds: dict, drop=("sp", "")) -> dict:
-    """The tutorial's post-processing of `ref`, with our documented choices: drop silence word rows
-    and the modality rows of those words, match modality rows to words by containment of their
-    (clipped) interval in the word row's, zero-fill a word without a row, non-finite -> 0."""
-    split_of = {v: s for s, vids in folds.items() for v in vids}
-    out = {s: {"ids": [], "words": [], "COVAREP": [], "FACET": [], "labels": [],
-               "nonfinite": dict.fromkeys(MODS, 0)} for s in folds}
-    for key, seqs in ref.items():
-        vid = key.split("[")[0]
-        if vid not in split_of or seqs["words"] is None:
-            continue
-        w_iv, w_tok = seqs["words"]
-        tokens = [t.decode() for t in w_tok[:, 0]]
-        keep = [i for i, t in enumerate(tokens) if t.strip() not in drop]
-        if not keep:
-            continue
-        o = out[split_of[vid]]
-        for name in MODS:
-            rows = np.zeros((len(keep), o_dim(ref, name)))
-            if seqs[name] is not None:
-                iv, feat = seqs[name]
-                for r, i in enumerate(keep):
-                    inside = np.flatnonzero((iv[:, 0] >= w_iv[i, 0] - 1e-9)
-                                            & (iv[:, 1] <= w_iv[i, 1] + 1e-9))
-                    assert len(inside) <= 1
-                    if len(inside):
-                        rows[r] = feat[inside[0]]
-            o["nonfinite"][name] += int(np.count_nonzero(~np.isfinite(rows)))
-            o[name].append(np.where(np.isfinite(rows), rows, 0))
-        o["ids"].append(key)
-        o["words"].append([tokens[i] for i in keep])
-        o["labels"].append(float(seqs["labels"][1][0, 0]))
-    return out
-
-
-def o_dim(ref: dict, name: str) -> int:
-    return next(s[name][1].shape[1] for s in ref.values() if s[name] is not None)
 
 
 def read_video(path: Path, vid: str):

@@ -5,7 +5,6 @@ once under `torch.autocast('cpu', dtype=torch.bfloat16)`, and a forward hook on 
 records the dtype of its output: the listing shows what runs in bf16 and what in fp32.
 """
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +15,8 @@ from pipeline.settings import config_from_dict
 from pipeline.precision import dtype_summary, fp32_recurrent, output_dtypes
 from pipeline.train import build_model
 from pipeline.profiles import variant_config
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 DIMS = {"text": 24, "audio": 6, "vision": 5}
 

@@ -6,20 +6,13 @@ import torch
 
 from pipeline.balancers.cp import ConflictAwarePenalty
 from pipeline.models.baselines import cpsl, mag_bert, self_mm
+from tests.helpers import tiny_bert
 
 DIMS = {"text": 12, "audio": 5, "vision": 4}
 N, L = 64, 6
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-def tiny_bert(seed=0):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    return BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64, vocab_size=30522))
 
 
 def make_data(seed=0, n=N):

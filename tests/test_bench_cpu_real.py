@@ -1,11 +1,11 @@
 """benchmarks/bench_cpu_real.py's projection of the cpu-real matrix, checked by hand (the
 timings themselves live in reports/bench_cpu_real.json, never in a test)."""
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_cpu_real import VARIANTS, project, seed_seconds  # noqa: E402

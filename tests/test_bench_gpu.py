@@ -1,11 +1,11 @@
 """benchmarks/bench_gpu.py's projection of the paper matrix, checked by hand on small cases
 (the timings themselves live in reports/bench_gpu.json, never in a test)."""
 import sys
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_gpu import matrix, paper_config, project  # noqa: E402

@@ -115,7 +115,7 @@ def test_pase_cggm_trains_and_reaches_table3_the_diagnostics_and_explain(tmp_pat
     from pipeline.report import diagnostics, tables
     from pipeline.settings import load_config
     from pipeline.stages import align, download, embed
-    from tests.conftest import write_params
+    from tests.helpers import write_params
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path / "params.yaml", {"variants": ["pase-cggm"]})
     cfg = load_config(tmp_path / "params.yaml")
@@ -136,7 +136,7 @@ def test_a_cggm_switch_reruns_only_pase_cggm():
 
     from pipeline import effective
     from pipeline.settings import config_from_dict
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     before = config_from_dict(raw)
     after = config_from_dict({**raw, "cggm": {**raw["cggm"], "rho": 1.0}})

@@ -12,10 +12,8 @@ from pipeline.data.download import cmu_files
 from pipeline.data.store import open_store, read_attrs, read_strings
 from pipeline.errors import DataError, DownloadError
 from pipeline.stages import align, download, embed
-from tests.conftest import write_params
 from tests.csd_fixtures import write_cmu_fixture
-from tests.test_align import mmsdk_pipeline, reference_utterances
-from tests.test_download import closed_port, serve  # noqa: F401  (fixture)
+from tests.helpers import closed_port, mmsdk_pipeline, reference_utterances, write_params
 
 L = 12  # short enough that some utterances are cut
 

@@ -10,7 +10,7 @@ import yaml
 from pipeline import codedeps
 from pipeline.__main__ import main as cli
 from pipeline.codedeps import CodeDepsError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DVC_YAML = ROOT / "dvc.yaml"
 STAGES = yaml.safe_load(DVC_YAML.read_text())["stages"]

@@ -1,5 +1,4 @@
 """params.yaml validation: every bad value names the key, the value and what is allowed."""
-from pathlib import Path
 
 import pytest
 import yaml
@@ -8,8 +7,7 @@ from pipeline.config import Config
 
 from pipeline.settings import config_from_dict, load_config
 from pipeline.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 def test_repository_params_load():

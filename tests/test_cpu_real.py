@@ -14,8 +14,8 @@ from pipeline.errors import ConfigError
 from pipeline.method_settings import SETTINGS
 from pipeline.variants import VARIANTS
 from pipeline.profiles import variant_config
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
@@ -151,7 +151,7 @@ def test_the_encoder_moves_under_cpu_real_and_stays_fixed_under_the_cpu_default(
     from pipeline.data.store import StoreDataset
     from pipeline.features.text import encode_words, load_text_encoder
     from pipeline.stages import align, download, embed
-    from tests.conftest import write_params
+    from tests.helpers import write_params
 
     pristine = load_text_encoder("tiny-random-bert").model.state_dict()
     monkeypatch.chdir(tmp_path)
@@ -207,7 +207,7 @@ def test_the_report_names_profile_and_encoder_and_keeps_cpu_real_out_of_the_pape
     its rows; the published rows hold pipeline/report/paper.py's numbers, never ours."""
     from pipeline.report import paper
     from pipeline.report.summary import report
-    from tests.test_report import SEEDS, _write_run
+    from tests.helpers import SEEDS, _write_run
 
     from pipeline.profiles import effective_settings
     monkeypatch.chdir(tmp_path)

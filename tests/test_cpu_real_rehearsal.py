@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-from tests.test_dvc_pipeline import make_repo, run
-from tests.test_paper_rehearsal import real_format_params
+from tests.helpers import make_repo, real_format_params, run
 
 pytestmark = pytest.mark.slow
 VARIANTS = ["pase", "tfn", "self_mm"]

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import re
-import socket
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,78 +11,9 @@ import pytest
 from pipeline.data import download
 from pipeline.data.download import cmu_files, cmu_folds, download_cmu, download_file
 from pipeline.errors import DataError, DownloadError
+from tests.helpers import closed_port
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, not all one byte, so misplaced ranges show
-
-
-class FileHandler(http.server.BaseHTTPRequestHandler):
-    """Serves files under `root`; subclasses set the behaviour flags below."""
-
-    root: Path
-    requests: list  # (path, Range header or None), one per request
-    support_range = True
-    drop_after: int | None = None  # send this many body bytes, then close the connection
-    drops_left = 10**9  # how many responses are cut short
-
-    def do_GET(self):
-        cls = type(self)
-        rng = self.headers.get("Range")
-        cls.requests.append((self.path, rng))
-        path = cls.root / self.path.lstrip("/")
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        start = 0
-        if rng and cls.support_range:
-            start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if cls.drop_after is not None and cls.drops_left > 0:
-            cls.drops_left -= 1
-            self.wfile.write(body[: cls.drop_after])
-            self.wfile.flush()
-            self.close_connection = True  # the client sees fewer bytes than Content-Length
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args):  # keep test output quiet
-        pass
-
-
-@pytest.fixture
-def serve(tmp_path):
-    """serve(**flags) -> (base_url, handler class); every server is shut down at teardown."""
-    root = tmp_path / "srv"
-    root.mkdir()
-    running = []
-
-    def start(**flags):
-        handler = type("Handler", (FileHandler,), {"root": root, "requests": [], **flags})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        running.append((server, thread))
-        return f"http://127.0.0.1:{server.server_address[1]}", handler
-
-    start.root = root
-    yield start
-    for server, thread in running:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def put(root: Path, rel: str, data: bytes) -> Path:
@@ -186,14 +114,6 @@ def test_sha256_match_and_mismatch(serve, tmp_path):
         download_file(f"{url}/f.bin", bad_dest, expected_sha256="0" * 64, **FAST)
     assert not bad_dest.exists()
     assert not bad_dest.with_suffix(".bin.part").exists()
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_unreachable_server(tmp_path):

@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from tests.conftest import write_params
-from tests.test_dvc_pipeline import make_repo, run
+from tests.helpers import make_repo, run, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +52,7 @@ def test_each_switch_makes_only_its_runs_stale(repo):
     found = {}
     try:
         for switch, expected in RERUNS.items():
-            from tests.conftest import merge
+            from tests.helpers import merge
             write_params(repo / "params.yaml", merge(BASE, _override(switch)))
             run(["dvc", "repro", "configure"], repo)
             stale = json.loads(run(["dvc", "status", "--json"], repo).stdout or "{}")

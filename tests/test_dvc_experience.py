@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_dvc_pipeline import make_repo, run
+from tests.helpers import make_repo, run
 
 pytestmark = pytest.mark.slow
 SCREEN = 200  # columns: one terminal screen

@@ -2,52 +2,13 @@
 
 Runs in a scratch git copy of the repository with tiny parameters (marked slow; CI runs it)."""
 import json
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import make_user_dirs, write_params
+from tests.helpers import ROOT, make_repo, run
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def run(cmd, cwd, check=True):
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", PIPELINE_LOG="WARNING")
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}")
-    return p
-
-
-def make_repo(work, overrides=None, params: dict | None = None):
-    """A scratch git + DVC copy of the repository in `work`, committed, with tiny params and
-    `overrides` (or, with `params`, exactly that params.yaml)."""
-    work.mkdir(parents=True, exist_ok=True)
-    for name in ("pipeline", "dvc.yaml", ".dvcignore", ".gitignore"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, work / name)
-    make_user_dirs(work)
-    if params is None:
-        write_params(work / "params.yaml", overrides)
-    else:
-        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], work)
-    run(["git", "config", "user.email", "ci@example.com"], work)
-    run(["git", "config", "user.name", "ci"], work)
-    run(["dvc", "init", "-q"], work)
-    run(["git", "add", "-A"], work)
-    run(["git", "commit", "-qm", "scratch copy"], work)
-    return work
 
 
 @pytest.fixture(scope="module")

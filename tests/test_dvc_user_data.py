@@ -9,8 +9,7 @@ import json
 import pytest
 
 from pipeline.data.store import read_attrs
-from tests.test_dvc_pipeline import make_repo, run
-from tests.test_pickles import dump, mmsa_data, mult_data
+from tests.helpers import dump, make_repo, mmsa_data, mult_data, run
 
 pytestmark = pytest.mark.slow
 

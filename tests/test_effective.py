@@ -10,7 +10,7 @@ from pipeline.variants import DEFAULT_MATRIX as DEFAULT_VARIANTS
 from pipeline.settings import config_from_dict
 from pipeline.effective import ReadGuard, UnreadParameter, guarded, read_by
 from pipeline.profiles import variant_config
-from tests.conftest import TINY_PARAMS, merge
+from tests.helpers import TINY_PARAMS, merge
 
 PASE_SGM = ["pase", "pase-no_pcl", "pase-no_cal", "pase-no_pgf", "pase-sum", "pase-concat",
             "pase-attention", "pase-T", "pase-A", "pase-V", "pase-AV", "pase-TA", "pase-TV"]
@@ -64,7 +64,7 @@ def _changed(raw: dict, switch: str) -> list[str]:
 @pytest.mark.parametrize("switch", list(EXPECTED))
 def test_each_switch_changes_only_the_runs_that_read_it(switch):
     import yaml
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert sorted(_changed(raw, switch)) == sorted(EXPECTED[switch])
 

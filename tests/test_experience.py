@@ -10,6 +10,7 @@ import yaml
 from pipeline import train
 
 from pipeline import train_stage
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,7 +24,6 @@ def test_one_log_line_per_epoch_off_a_terminal(tiny_project, caplog):
     assert all(l.startswith("mosi/late_fusion seed 0: epoch") for l in lines)
 
 
-ROOT = Path(__file__).resolve().parents[1]
 PAPERS = Path("/work/shared/papers")
 if not PAPERS.exists():
     PAPERS = ROOT / "shared" / "papers"

@@ -12,9 +12,7 @@ from pipeline.settings import load_config
 from pipeline.data.store import open_store, read_attrs, verify_inputs
 from pipeline.errors import ConfigError, DataError
 from pipeline.stages import align, download, embed
-from tests.conftest import write_params
-from tests.test_pickle_sources import user_file
-from tests.test_pickles import mmsa_data, mult_data
+from tests.helpers import mmsa_data, mult_data, user_file, write_params
 
 FILE = "data/user/mosi/unaligned_50.pkl"
 

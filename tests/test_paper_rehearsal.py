@@ -18,11 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import make_user_dirs
-from tests.test_dvc_pipeline import make_repo, run
-from tests.test_pickles import dump, mmsa_data, mult_data, sha
+from tests.helpers import dump, make_repo, make_user_dirs, mmsa_data, mult_data, ROOT, run, sha
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 VARIANTS = ["pase", "tfn", "self_mm", "mag_bert"]
 SIZE = ["-S", "paper.epochs=2", "-S", "paper.text_encoder=tiny-random-bert", "-S", "seeds=[0,1]"]

@@ -9,15 +9,7 @@ from pipeline.settings import load_config
 from pipeline.data.store import open_store, read_attrs, read_strings
 from pipeline.errors import DataError
 from pipeline.stages import align, download, embed
-from tests.conftest import write_params
-from tests.test_pickles import dump, mmsa_data, mult_data, sha
-
-
-def user_file(ds, name, data):
-    """A pickle where users keep theirs: data/user/<ds>/ (the cwd is the project)."""
-    folder = paths.user_dir(ds)
-    folder.mkdir(parents=True, exist_ok=True)
-    return dump(folder / name, data)
+from tests.helpers import mmsa_data, mult_data, sha, user_file, write_params
 
 
 def stages(cfg, ds):

@@ -1,9 +1,7 @@
 """MMSA / MulT pickle readers on small pickles with exactly the documented keys."""
 from __future__ import annotations
 
-import hashlib
 import logging
-import pickle
 import re
 
 import numpy as np
@@ -12,90 +10,7 @@ import pytest
 from pipeline.data.pickles import load_iemocap, load_mmsa, load_mult, read_pickle_checked
 from pipeline.data.schema import SPLITS, PaddedSplit
 from pipeline.errors import DataError
-
-SIZES = {"train": 5, "valid": 3, "test": 4}
-L = 6
-
-
-def mmsa_split(n: int, rng, *, aligned: bool, da=5, dv=20, split="train") -> dict:
-    la, lv = (L, L) if aligned else (9, 7)
-    mask_len = rng.integers(2, L + 1, size=n)
-    bert = np.zeros((n, 3, L))
-    for i, k in enumerate(mask_len):
-        bert[i, 0, :k] = rng.integers(100, 2000, size=k)
-        bert[i, 1, :k] = 1
-    audio = rng.standard_normal((n, la, da)).astype(np.float32)
-    vision = rng.standard_normal((n, lv, dv)).astype(np.float32)
-    if aligned:  # rows at token positions: zero beyond the attention mask, as MMSA's files
-        beyond = np.arange(L)[None, :] >= mask_len[:, None]
-        audio[beyond], vision[beyond] = 0, 0
-    audio[0, 0, :2] = -np.inf  # COVAREP's log energy of silence
-    d = {
-        "raw_text": np.array([f"utterance {i}" for i in range(n)]),
-        "id": np.array([f"{split}vid{i}$_${i}" for i in range(n)]),  # ids are unique across splits
-        "text": rng.standard_normal((n, L, 768)).astype(np.float32),
-        "text_bert": bert,
-        "audio": audio,
-        "vision": vision,
-        "regression_labels": rng.uniform(-3, 3, size=n).astype(np.float32),
-    }
-    d["regression_labels"][:2] = [-1.5, 1.5]  # both signs in every split (scorable)
-    if not aligned:
-        d["audio_lengths"] = rng.integers(1, la + 1, size=n)
-        d["vision_lengths"] = rng.integers(1, lv + 1, size=n)
-    return d
-
-
-def mmsa_data(aligned=True, **kw) -> dict:
-    rng = np.random.default_rng(0)
-    return {s: mmsa_split(n, rng, aligned=aligned, split=s, **kw) for s, n in SIZES.items()}
-
-
-def padded(rng, n, length, dim):
-    """Front-padded like MulT: the last `k_i` steps hold (nonzero) features."""
-    a = np.zeros((n, length, dim), dtype=np.float32)
-    lens = rng.integers(1, length + 1, size=n)
-    for i, k in enumerate(lens):
-        a[i, length - k:] = rng.uniform(0.5, 1.0, size=(k, dim))
-    return a, lens
-
-
-def mult_data(dataset="mosi", sizes=SIZES, aligned=False) -> tuple[dict, dict]:
-    """A MulT pickle (aligned: one number of steps for all three, as iemocap_data.pkl; else text 6,
-    audio 8, vision 7 steps, as a *_noalign.pkl) and the true lengths of each split's modalities."""
-    la, lv = (L, L) if aligned else (8, 7)
-    rng = np.random.default_rng(1)
-    da, dv = (5, 20) if dataset == "mosi" else (74, 35)
-    data, lens = {}, {}
-    for split, n in sizes.items():
-        text, lt = padded(rng, n, L, 300)
-        audio, la_ = padded(rng, n, la, da)
-        vision, lv_ = padded(rng, n, lv, dv)
-        audio[0, -1, 0] = -np.inf
-        vision[0, -1, 1] = np.nan
-        d = {"text": text, "audio": audio, "vision": vision}
-        if dataset == "iemocap":
-            pos = rng.integers(0, 2, size=(n, 4))
-            pos[0], pos[1] = 0, 1  # both classes of every emotion in every split (scorable)
-            d["labels"] = np.eye(2, dtype=np.float32)[pos]  # (N, 4, 2) one-hot
-            lens[split] = {"pos": pos}
-        else:
-            d["labels"] = rng.uniform(-3, 3, size=(n, 1, 1)).astype(np.float32)
-            d["labels"][:2, 0, 0] = [-1.5, 1.5]  # both signs in every split (scorable)
-            d["id"] = np.array([[f"{split}v{i}".encode(), b"0.0", b"1.5"] for i in range(n)])
-            lens[split] = {}
-        lens[split].update(text=lt, audio=la_, vision=lv_)
-        data[split] = d
-    return data, lens
-
-
-def dump(path, obj):
-    path.write_bytes(pickle.dumps(obj))
-    return path
-
-
-def sha(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from tests.helpers import L, SIZES, dump, mmsa_data, mult_data, sha
 
 
 # --- checksum gate --------------------------------------------------------------------------------

@@ -20,8 +20,7 @@ from pipeline.data.store import read_strings
 from pipeline.errors import DataError
 from pipeline.metrics import regression_metrics
 from pipeline.predict import predict_run
-from tests.conftest import write_params
-from tests.test_pickles import mmsa_data, mult_data, sha
+from tests.helpers import mmsa_data, mult_data, sha, write_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -165,7 +164,7 @@ def test_two_files_of_one_name_get_their_own_outputs(trained):
 @pytest.fixture
 def trained_on_own_features(tiny_project):
     """late_fusion trained on an MMSA aligned file's own (token-level BERT) text features."""
-    from tests.test_pickle_sources import user_file
+    from tests.helpers import user_file
     pkl = user_file("mosi", "aligned_50.pkl", mmsa_data())
     cfg = tiny_project({"data": {"mosi": {"source": "mmsa", "path": str(pkl),
                                           "allow_unverified_pickle": True}}})

@@ -1,5 +1,4 @@
 """The paper profile's first stage checks what it needs and says what to do, before any work."""
-from pathlib import Path
 
 import pytest
 import yaml
@@ -7,8 +6,7 @@ import yaml
 from pipeline.settings import config_from_dict
 from pipeline.errors import ConfigError
 from pipeline.preflight import _weights_cached, check
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 def cfg(profile="paper", device="auto", sources=("mmsa", "mmsa", "mult"), **paper):

@@ -16,8 +16,8 @@ from pipeline.errors import ConfigError
 from pipeline.method_settings import SETTINGS, row
 from pipeline.variants import VARIANTS
 from pipeline.profiles import variant_config
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
@@ -169,9 +169,9 @@ def test_a_source_without_raw_text_keeps_its_frozen_text_under_the_paper_profile
     MAG-BERT, which has nothing to fine-tune from, is not applicable."""
     from pipeline import train
     from pipeline.stages import align, download, embed
-    from tests.test_pickles import mult_data, sha
+    from tests.helpers import mult_data, sha
     monkeypatch.chdir(tmp_path)
-    from tests.test_pickle_sources import user_file
+    from tests.helpers import user_file
     pkl = user_file("iemocap", "iemocap_data.pkl", mult_data("iemocap")[0])
     raw = json.loads(json.dumps(SHIPPED))
     raw.update(profile="paper", datasets=["iemocap"], seeds=[0])

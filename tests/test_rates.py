@@ -19,10 +19,8 @@ import yaml
 
 from pipeline.method_settings import SETTINGS, row
 from pipeline.variants import VARIANTS
-from tests.conftest import make_user_dirs
-from tests.test_pickles import dump, mmsa_data, mult_data, sha
+from tests.helpers import dump, make_user_dirs, mmsa_data, mult_data, ROOT, sha
 
-ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("cpu", "cpu-real", "paper")
 SOURCES = ("raw_text", "no_raw_text")
 CPU_REAL_TEXT, CPU_REAL_REST = 3e-5, 1e-3
@@ -173,7 +171,7 @@ def test_the_readme_table_is_what_explain_prints(runs):
 def test_a_frozen_text_setting_of_the_text_rate_is_refused(tmp_path):
     from pipeline.settings import load_config
     from pipeline.errors import ConfigError
-    from tests.conftest import write_params
+    from tests.helpers import write_params
     write_params(tmp_path / "params.yaml", {"train": {"lr_parts": {"text": 1e-4}}})
     with pytest.raises(ConfigError, match=r"train\.lr_parts\.text: 0\.0001 with text\.finetune: "
                                           r"false.*would change nothing"):

@@ -4,40 +4,21 @@ run. Compared: every run's metrics.json, history.json, predictions.csv and .npy 
 reports/metrics.json, the tables but the efficiency table, the figures and their data.
 timing.json, the efficiency table and the report's README (which prints it) hold measured wall
 time and are left out; so is dvclive's live/ folder (time stamps)."""
-import hashlib
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.test_dvc_pipeline import make_repo, run
+from tests.helpers import env, make_repo, run, snapshot
 
 pytestmark = pytest.mark.slow
 PARAMS = {"datasets": ["mosi"], "seeds": [0, 1, 2], "variants": ["pase", "late_fusion"],
           "train": {"epochs": 6}, "sgm": {"start_epoch": 2}}
-
-
-def snapshot(work: Path) -> dict[str, str]:
-    out = {}
-    for root in ("data/runs", "reports"):
-        for f in sorted((work / root).rglob("*")):
-            rel = f.relative_to(work).as_posix()
-            if (f.is_file() and "/live/" not in rel and f.name != "timing.json"
-                    and not f.name.startswith("efficiency.") and rel != "reports/README.md"):
-                out[rel] = hashlib.sha256(f.read_bytes()).hexdigest()
-    return out
-
-
-def env(**extra):
-    e = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", **extra)
-    e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
-    return e
 
 
 def kill_when(work: Path, cmd: list[str], ready, timeout=300) -> None:

@@ -13,8 +13,7 @@ import pytest
 from pipeline import paths, train
 
 from pipeline import train_stage
-from tests.conftest import make_user_dirs, write_params
-from tests.test_dvc_pipeline import make_repo, run
+from tests.helpers import make_repo, make_user_dirs, run, write_params
 
 
 @pytest.mark.parametrize("variant, kill_at", [("pase", 4), ("late_fusion", 2)])

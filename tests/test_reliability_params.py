@@ -8,7 +8,7 @@ import yaml
 from pipeline import config_checks
 from pipeline.settings import config_from_dict, load_config
 from pipeline.errors import ConfigError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 ALL_PASE = {"variants": ["pase", "pase-no_sgm", "late_fusion"]}
 

@@ -20,7 +20,7 @@ from pipeline import train_stage
 from pipeline.settings import load_config
 from pipeline.errors import DiskFullError
 from pipeline.stages import align, download, embed
-from tests.conftest import ROOT, write_params
+from tests.helpers import ROOT, die_after_epoch, write_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 COMPARED = ("metrics.json", "history.json", "predictions.csv", "fused_test.npy", "gate_mean_test.npy")
@@ -36,18 +36,6 @@ def outputs(variant="late_fusion", seeds=(0,)) -> dict[str, bytes]:
             if f.exists():
                 out[f"seed{s}/{name}"] = f.read_bytes()
     return out
-
-
-def die_after_epoch(monkeypatch, epoch, seed=None):
-    real = train._save_checkpoint
-
-    def save_then_die(path, model, optim, state):
-        real(path, model, optim, state)
-        if state["epoch"] == epoch and (seed is None or f"seed{seed}-" in str(path)):
-            raise KeyboardInterrupt(f"killed after epoch {epoch}")
-
-    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
-    return real
 
 
 def test_code_deps_are_the_train_stage_deps_in_dvc_yaml():

@@ -11,7 +11,6 @@ import pytest
 from scipy import stats as sps
 
 from pipeline.settings import config_from_dict
-from pipeline.data.schema import IEMOCAP_EMOTIONS
 from pipeline.errors import DataError
 from pipeline.metrics import iemocap_metrics, regression_metrics
 from pipeline.report import paper
@@ -19,19 +18,15 @@ from pipeline.report.stats import (WILCOXON_MIN_N, PairedBootstrap, bootstrap_di
                                    weighted_metrics)
 from pipeline.report.summary import report
 from pipeline.variants import VARIANTS
+from tests.helpers import ROOT, SEEDS, _write_run
 
 PAPERS = Path("/work/shared/papers")
 if not PAPERS.exists():  # the papers live beside the project on the build machines
-    PAPERS = Path(__file__).resolve().parents[1] / "shared" / "papers"
+    PAPERS = ROOT / "shared" / "papers"
 needs_papers = pytest.mark.skipif(not (PAPERS / "pase-paper.txt").exists(),
                                   reason="the paper's text is not on this machine")
 
-SEEDS = [0, 1]
 VARS = ["pase", "pase-no_sgm", "pase-sum", "pase-T", "pase-A", "pase-TA", "mult", "self_mm"]
-# quality of each fake variant: noise scale of its predictions (lower is better)
-NOISE = {"pase": 0.6, "pase-no_sgm": 1.0, "pase-sum": 0.8, "pase-T": 0.9, "pase-A": 2.0,
-         "pase-TA": 0.7, "mult": 1.1, "self_mm": 1.2}
-N_TEST = {"mosi": 150, "mosei": 150, "iemocap": 120}
 # Numbers that only the paper has (PaSE's rows, the efficiency table, CP+SL's summary).
 PAPER_ONLY = ["88.32", "86.34/88.25", "86.40/88.32", "80.47", "114,795,953", "89.31", "| published |",
               "pase-paper.txt", "UNVERIFIED", "MMSA rerun", "79.71/80.98"]
@@ -192,40 +187,6 @@ def test_bootstrap_is_paired_reproducible_and_covers_the_observed_difference():
 
 
 # ---------------------------------------------------------------- the report from fake runs
-
-
-def _write_run(ds, v, seed, rng, synthetic, override=None):
-    d = Path("data/runs") / ds / v / f"seed{seed}"
-    d.mkdir(parents=True, exist_ok=True)
-    if v == "self_mm" and ds == "iemocap":
-        (d / "metrics.json").write_text(json.dumps(
-            {"dataset": ds, "variant": v, "seed": seed, "status": "not applicable",
-             "reason": "Self-MM generates unimodal regression labels; IEMOCAP is classification"}))
-        return
-    n = N_TEST[ds]
-    ids = [f"{ds}-test-{i:05d}" for i in range(n)]
-    lab_rng = np.random.default_rng(7)  # the same test set for every run
-    if ds == "iemocap":
-        labels = np.eye(4, dtype=int)[lab_rng.integers(0, 4, n)]
-        scores = np.round((2 * labels - 1) * 1.0 + rng.normal(0, NOISE.get(v, 1.0), (n, 4)), 6)
-        test = iemocap_metrics(scores, labels)
-        rows = ["id," + ",".join(f"{e}_score" for e in IEMOCAP_EMOTIONS) + ","
-                + ",".join(f"{e}_label" for e in IEMOCAP_EMOTIONS)]
-        rows += [",".join([i] + [f"{s:.6f}" for s in sc] + [str(x) for x in lb])
-                 for i, sc, lb in zip(ids[::-1], scores[::-1], labels[::-1])]  # order differs: ids align
-    else:
-        labels = np.round(lab_rng.uniform(-3, 3, n) * 3) / 3
-        preds = np.round(labels + rng.normal(0, NOISE.get(v, 1.0), n), 6)
-        test = regression_metrics(preds, labels)
-        rows = ["id,prediction,label"] + [f"{i},{p:.6f},{y:.6f}" for i, p, y in zip(ids, preds, labels)]
-    test.update(override or {})
-    (d / "predictions.csv").write_text("\n".join(rows) + "\n")
-    (d / "metrics.json").write_text(json.dumps(
-        {"dataset": ds, "variant": v, "seed": seed, "synthetic": synthetic, "model": v,
-         "best_epoch": 3, "epochs": 5, "phase2_epoch": 4, "valid": {}, "test": test,
-         "params": 1000 + len(v), "text_encoder": "minilm"}))
-    (d / "timing.json").write_text(json.dumps({"train_seconds_this_process": 10.0 + seed,
-                                               "device": "cpu"}))
 
 
 @pytest.fixture

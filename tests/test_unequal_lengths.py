@@ -9,7 +9,7 @@ from pipeline import train
 from pipeline.settings import config_from_dict
 from pipeline.variants import VARIANTS
 from pipeline.profiles import variant_config
-from tests.test_baselines_balance import tiny_bert
+from tests.helpers import tiny_bert
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,7 @@ import pytest
 from pipeline import paths, train
 
 from pipeline import train_stage
-from tests.test_reliability_resume import die_after_epoch
+from tests.helpers import die_after_epoch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FILES = ("metrics.json", "history.json", "predictions.csv", "fused_test.npy", "gate_mean_test.npy")

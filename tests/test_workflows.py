@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TESTS_WF = ROOT / ".github" / "workflows" / "tests.yml"
 PAPER_WF = ROOT / ".github" / "workflows" / "paper-tables.yml"
 PAPER_MATRIX = ROOT / ".github" / "paper-matrix.json"
