@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------------------------
-# tiny params.yaml and a fresh checkout's folders (was tests/conftest.py)
+# tiny params.yaml and a fresh checkout's folders
 
 TINY_PARAMS = {
     "datasets": ["mosi"],
@@ -35,7 +35,7 @@ TINY_PARAMS = {
     "synthetic": {"scale": 0.02},
     "data": {d: {"synthetic_scale": None} for d in ("mosi", "mosei", "iemocap")},
     "text": {"encoder": "tiny-random-bert", "max_tokens": 16},
-    # workers 1: tests patch train functions in-process; tests/test_workers.py runs seeds in parallel
+    # workers 1: tests patch train functions in-process; tests/train/test_workers.py runs seeds in parallel
     "train": {"epochs": 3, "batch_size": 16, "hidden": 16, "device": "cpu", "workers": 1},
     "sgm": {"start_epoch": 2},  # within the 3 epochs: SGM acts (config_checks refuses otherwise)
 }
@@ -68,7 +68,7 @@ def make_user_dirs(work):
 
 
 # ---------------------------------------------------------------------------------------------
-# real `dvc` in a scratch git copy (was tests/test_dvc_pipeline.py, tests/test_reliability_dvc.py)
+# real `dvc` in a scratch git copy
 
 
 def run(cmd, cwd, check=True):
@@ -122,7 +122,7 @@ def env(**extra):
 
 
 # ---------------------------------------------------------------------------------------------
-# MMSA and MulT pickles with exactly the documented keys (was tests/test_pickles.py)
+# MMSA and MulT pickles with exactly the documented keys
 
 SIZES = {"train": 5, "valid": 3, "test": 4}
 L = 6
@@ -235,7 +235,7 @@ def real_format_params(work: Path, variants) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# mmsdk's reference pipeline, the standard CMU tutorial recipe (was tests/test_align.py)
+# mmsdk's reference pipeline, the standard CMU tutorial recipe
 
 MODS = ("COVAREP", "FACET")
 
@@ -310,7 +310,7 @@ def o_dim(ref: dict, name: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# an HTTP server on 127.0.0.1 (the `serve` fixture in conftest.py; was tests/test_download.py)
+# an HTTP server on 127.0.0.1 (the `serve` fixture in conftest.py)
 
 
 class FileHandler(http.server.BaseHTTPRequestHandler):
@@ -368,7 +368,7 @@ def closed_port() -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# fake run directories for the report (was tests/test_report.py)
+# fake run directories for the report
 
 SEEDS = [0, 1]
 # quality of each fake variant: noise scale of its predictions (lower is better)

@@ -88,7 +88,7 @@ def test_text_features_are_not_recomputed_for_a_training_change(repo):
         (work / "params.yaml").write_text(params.replace("lr: 0.003", "lr: 0.004"))
         status = run(["dvc", "status", "--json"], work).stdout
         stale = json.loads(status)
-        assert "configure" in stale  # which train stages it reruns: tests/test_dvc_effective.py
+        assert "configure" in stale  # which train stages it reruns: tests/e2e/test_dvc_effective.py
         assert not any(k.startswith(("embed@", "align@", "download@")) for k in stale), stale
     finally:
         (work / "params.yaml").write_text(params)

@@ -37,7 +37,7 @@ EXPECTED = {
                                                               "pase-TA", "pase-TV")],
     "train.lr=0.004": EVERY,
     "train.workers=1": [],             # schedules seeds only (byte-identical outputs)
-    "train.ahead=false": [],           # so does the look-ahead pool (tests/test_ahead.py)
+    "train.ahead=false": [],           # so does the look-ahead pool (tests/e2e/test_ahead_dvc.py)
     "synthetic.snr.audio=0.5": [],     # acts through the data files, which the stage hashes
     "seeds=[0,1]": EVERY,
 }
