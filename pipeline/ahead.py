@@ -24,7 +24,7 @@ A seed is trained exactly as the stage would train it (`train_stage.run_config`,
 `train.train_seed`, in a process of its own from its own seed) and kept where an interrupted stage keeps its finished
 seeds (pipeline/resume.py: data/checkpoints/<run>-<hash of code, libraries, parameters, inputs>/done).
 The stage restores it from there, byte for byte what it would have trained itself
-(tests/test_ahead.py), and prints the seed's log lines as they come.
+(tests/e2e/test_ahead_dvc.py), and prints the seed's log lines as they come.
 
 Why it cannot change a result:
 - the pool computes every seed's config from params.yaml as it is when the seed starts, keys its

@@ -29,7 +29,7 @@ PACKAGE = "pipeline"
 EXCLUDED = {
     "train": {
         "pipeline/ahead.py": "only schedules the seeds: outputs are byte-identical with or without "
-                             "the look-ahead pool (tests/test_ahead.py)",
+                             "the look-ahead pool (tests/e2e/test_ahead_dvc.py)",
         "pipeline/ahead_pool.py": "the look-ahead pool process (ahead.py): the same reason",
     },
 }

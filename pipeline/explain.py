@@ -10,7 +10,7 @@ device) and prints:
 - every optimiser group (`train.param_groups`, the groups training builds): its parameters by
   name prefix, their count, lr, weight decay, whether they train, and which balancer scales it.
 It needs only the aligned and embedded stores, never a training step. The README's table of the
-groups per profile is made by this command, and tests/test_rates.py checks every profile x
+groups per profile is made by this command, and tests/settings/test_rates.py checks every profile x
 source kind x variant against the rule stated in `train.param_groups`.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Mixed precision you can trust: recurrent layers in fp32 under autocast, and a listing of the
-dtype each module computes in (tests/test_autocast_dtypes.py, benchmarks/bench_gpu.py)."""
+dtype each module computes in (tests/models/test_autocast_dtypes.py, benchmarks/bench_gpu.py)."""
 from __future__ import annotations
 
 import torch
@@ -33,11 +33,11 @@ def _fp32_class(cls: type) -> type:
 
 def fp32_recurrent(model: nn.Module) -> nn.Module:
     """Run every LSTM/GRU/RNN of `model` in fp32 under autocast. torch's autocast runs RNNs in
-    low precision (on CPU in bf16, as tests/test_autocast_dtypes.py shows; on CUDA the cuDNN RNN
+    low precision (on CPU in bf16, as tests/models/test_autocast_dtypes.py shows; on CUDA the cuDNN RNN
     path is reported to cast to fp16, not to the autocast dtype, and bf16 autocast has no loss
     scaling); each recurrent module's class is swapped for a subclass
     that switches autocast off and casts its inputs to fp32 (weights, state_dict and the
-    recurrence are unchanged). tests/test_autocast_dtypes.py lists each module's compute dtype."""
+    recurrence are unchanged). tests/models/test_autocast_dtypes.py lists each module's compute dtype."""
     for module in model.modules():
         if isinstance(module, nn.RNNBase) and not getattr(module, "_fp32", False):
             module.__class__ = _fp32_class(type(module))

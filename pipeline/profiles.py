@@ -49,7 +49,7 @@ def _paper_profile() -> dict:
 # fixes these keys, and the per-method train keys of pipeline/method_settings.py.
 PAPER_PROFILE = _paper_profile()
 
-# The same keys as params.yaml holds them for the CPU profile (tests/test_profiles.py checks that
+# The same keys as params.yaml holds them for the CPU profile (tests/settings/test_profiles.py checks that
 # they match the file). Under `profile: paper` a fixed key must still hold this value (the
 # profile then replaces it) or the profile's own value; anything else is a value the user set,
 # and the run stops naming it: size changes go through the `paper:` section instead.

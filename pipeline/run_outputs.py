@@ -103,7 +103,7 @@ def open_curves(path: Path):
             """dvclive opens the DVC repository here (git and DVC state: ~0.1 s a seed, and
             the import of dvc.repo once a process) for experiment names, dvc.yaml and saving
             experiments, none of which this logger does (save_dvc_exp=False, dvcyaml=None);
-            the TSVs it writes are the same without it (tests/test_workers.py, test_experience)."""
+            the TSVs it writes are the same without it (tests/train/test_workers.py, test_experience)."""
 
     return Curves(dir=str(path), save_dvc_exp=False, dvcyaml=None, report=None)
 

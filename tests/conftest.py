@@ -1,53 +1,17 @@
-import copy
+"""Fixtures for every test under tests/ (its subfolders included). Plain shared functions and
+constants are in tests/helpers.py; the names imported from there are here too, for code that
+still imports them from tests.conftest."""
+import http.server
 import os
-from pathlib import Path
+import threading
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, TINY_PARAMS, FileHandler, make_user_dirs, merge, write_params  # noqa: F401
 
 # Models load from disk only; nothing in the tests may reach for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-TINY_PARAMS = {
-    "datasets": ["mosi"],
-    "seeds": [0],
-    "variants": ["pase", "late_fusion"],
-    "synthetic": {"scale": 0.02},
-    "data": {d: {"synthetic_scale": None} for d in ("mosi", "mosei", "iemocap")},
-    "text": {"encoder": "tiny-random-bert", "max_tokens": 16},
-    # workers 1: tests patch train functions in-process; tests/test_workers.py runs seeds in parallel
-    "train": {"epochs": 3, "batch_size": 16, "hidden": 16, "device": "cpu", "workers": 1},
-    "sgm": {"start_epoch": 2},  # within the 3 epochs: SGM acts (config_checks refuses otherwise)
-}
-
-
-def merge(base: dict, update: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in update.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def write_params(path, overrides=None):
-    """The repository's params.yaml (DVC wants every declared key present) with the tiny
-    settings above and then `overrides` merged in."""
-    params = merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY_PARAMS),
-                   overrides or {})
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return params
-
-
-def make_user_dirs(work):
-    """data/user/<dataset>/ as a fresh checkout has it (a .gitkeep each): the download stages
-    depend on these folders, where users keep their own files."""
-    for ds in ("mosi", "mosei", "iemocap"):
-        d = Path(work) / "data" / "user" / ds
-        d.mkdir(parents=True, exist_ok=True)
-        (d / ".gitkeep").touch()
-    (Path(work) / "data" / "user" / ".gitignore").write_bytes((ROOT / "data/user/.gitignore").read_bytes())
 
 
 @pytest.fixture
@@ -79,3 +43,27 @@ def tiny_project(tmp_path, monkeypatch):
         return cfg
 
     return make
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """serve(**flags) -> (base_url, handler class); every server is shut down at teardown."""
+    root = tmp_path / "srv"
+    root.mkdir()
+    running = []
+
+    def start(**flags):
+        handler = type("Handler", (FileHandler,), {"root": root, "requests": [], **flags})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        running.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}", handler
+
+    start.root = root
+    yield start
+    for server, thread in running:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

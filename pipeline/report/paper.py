@@ -2,7 +2,7 @@
 
 Every table says where it comes from (`source`: file under /work/shared/papers and table number)
 and carries the notes a reader needs. Values are in the paper's units: accuracies and F1 in
-percent, Corr and MAE as printed; "-" (not provided) is None. `tests/test_report.py` parses the
+percent, Corr and MAE as printed; "-" (not provided) is None. `tests/report/test_report.py` parses the
 paper's text and checks every number here against it, so a typo fails.
 
 Paper rows map to the variants this pipeline reruns (`Row.variant`, see pipeline/variants.py);
