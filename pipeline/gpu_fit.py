@@ -70,9 +70,12 @@ def seeds_that_fit(peak_bytes: int, total_bytes: int, free_bytes: int, cores: in
 
 def seeds_at_once(cfg: Config, dataset: str | None = None, variant: str | None = None,
                   seeds: int | None = None, measure=None) -> tuple[int, str]:
-    """(seed processes a stage runs at once, why) for `cfg` (the run's config: variant_config's,
-    with train.workers as the user set it). `seeds`: how many are left to train (default: all of
-    cfg.seeds). `measure(cfg, dataset, variant) -> dict` is the probe (`probe` by default)."""
+    """(seed processes a stage runs at once, why): what the train stage decides, for a caller
+    such as an `explain` command. `cfg`: the run's config (`variant_config(cfg, variant,
+    dataset)`, whose train.workers is the user's: a set value wins; train_stage.run_config's
+    resets it, so the stage checks it first). `seeds`: how many are left to train (default: all
+    of cfg.seeds). On CUDA the probe runs (`measure(cfg, dataset, variant) -> dict`, `probe` by
+    default: a few seconds on the GPU); on CPU nothing is measured."""
     cores = usable_cores()
     seeds = len(cfg.seeds) if seeds is None else seeds
     if cfg.train.workers:
