@@ -66,3 +66,26 @@ def test_exp_show_only_changed_after_sgm_off_is_the_headline_and_the_switch(scra
     assert header[0] == "Experiment" and header[-1] == "sgm.enabled"
     assert len(header) == 1 + 3 * 5 - 1 + 1  # per dataset 5 headline numbers (IEMOCAP 4), the switch
     assert max(len(l.rstrip()) for l in shown.splitlines()) <= WIDE, shown
+
+
+@pytest.mark.slow
+def test_plots_show_skips_a_not_applicable_variant_without_a_warning(tmp_path):
+    """A real `dvc repro` with a variant that does not apply (Self-MM on IEMOCAP): its declared
+    curves folder is empty, and `dvc plots show` passes over it silently (stderr empty) while it
+    lists PaSE's curves. (A non-plot file in a curves folder would make DVC warn that it "failed
+    to load some plots": tests/test_train.py checks that a seed writes only .tsv files there.
+    pase-T: Fig. 1's plot (reports/plots/modality_gain.csv) needs it, and a declared plot file
+    that was not drawn would be a warning of its own.)"""
+    from tests.test_dvc_pipeline import make_repo, run
+    work = make_repo(tmp_path / "repo", {"datasets": ["iemocap"], "seeds": [0],
+                                         "variants": ["pase", "pase-T", "self_mm"], "train": {"epochs": 2},
+                                         "sgm": {"start_epoch": 2}})
+    run(["dvc", "repro"], work)
+    na = work / "data" / "curves" / "iemocap" / "self_mm"
+    assert na.is_dir() and not any(na.rglob("*"))
+    shown = run(["dvc", "plots", "show", "--json"], work)
+    assert shown.stderr == ""
+    plotted = json.loads(shown.stdout)["data"]
+    assert any(k.startswith("data/curves/iemocap/pase/seed0/") for k in plotted)
+    assert not any(k.startswith("data/curves/iemocap/self_mm") for k in plotted)
+    assert run(["dvc", "plots", "show"], work).stderr == ""
