@@ -14,6 +14,7 @@ most 8 rows of 16 steps: those times are no GPU estimate.
 """
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from pathlib import Path
@@ -100,7 +101,8 @@ def measure(cfg, variant: str, tiny: bool, device, steps: int, dataset: str = "m
     """Median training-step and validation-forward times of `variant` at `dataset`'s row, the
     samples/s they give, and on a GPU the peak memory its allocator held (reserved) and used."""
     torch.manual_seed(0)
-    if device.type == "cuda":
+    if device.type == "cuda":  # the previous method's tensors gone, so the peak is this one's
+        gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     vcfg, model, optim, balancer, batch = setup(cfg, variant, tiny, device, dataset=dataset)
@@ -133,7 +135,6 @@ def measure(cfg, variant: str, tiny: bool, device, steps: int, dataset: str = "m
     if device.type == "cuda":
         out["peak_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         out["peak_reserved_mib"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
-    del model, optim
     return out
 
 
