@@ -66,3 +66,32 @@ def test_seeds_at_once_and_the_concurrent_bounds_by_hand():
     # pase: 1284 / 3 = 428 s; tfn: 8 fit but 5 seeds: 1284 / 5 = 256.8 s
     assert out["gpu_hours_at_best"] == round((428 + 256.8) / 3600, 1)
     assert out["gpu_hours_at_worst"] == round(2 * 1284 / 3600, 1)
+
+
+def test_a_failing_part_is_recorded_and_the_rest_still_written(tmp_path, monkeypatch):
+    """One method that fails (or the real seed) is an "error" entry; the JSON keeps the others and
+    projects their cells only (the device's minutes are few: no measurement is thrown away)."""
+    import benchmarks.gpu_check as gc
+
+    def measure(cfg, v, tiny, device, steps, dataset):
+        if v == "tfn":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 9.00 GiB\nmore")
+        return {"train_step_ms": 10.0, "eval_forward_ms": 5.0, "batch_size": 10,
+                "train_samples_per_s": 1000.0}
+
+    def real_seed(*a):
+        raise FileNotFoundError("no vocab")
+    monkeypatch.setattr(gc, "measure", measure)
+    monkeypatch.setattr(gc, "real_seed", real_seed)
+    out = gc.main([str(tmp_path / "g.json"), "--tiny", "--methods", "pase,tfn"])
+    assert json.loads((tmp_path / "g.json").read_text()) == json.loads(json.dumps(out))
+    assert out["methods"]["tfn@mosi"] == {
+        "error": "RuntimeError: CUDA out of memory. Tried to allocate 9.00 GiB"}
+    assert out["real_seed"] == {"error": "FileNotFoundError: no vocab"}
+    assert "tfn@mosei" in out["matrix"]["not_projected"] and "pase@mosi" not in out["matrix"]["not_projected"]
+    # PaSE's cells only: 1 ms a training sample, 0.5 ms an eval sample, 200 epochs, 5 seeds
+    cells = [c for c in by_row(gc.matrix(paper_config(tiny=True))) if c[2].startswith("pase@")]
+    assert out["matrix"]["cells"] == len(cells)
+    from benchmarks.bench_gpu import project
+    assert out["projection_one_seed_at_a_time"] == project(
+        paper_config(tiny=True), cells, {k: (1e-3, 5e-4) for k in ("pase@mosi", "pase@mosei")})
