@@ -11,7 +11,10 @@ one H100). `bash benchmarks/gpu_check.sh` runs it and writes reports/gpu_check.j
    card and on the CI shards' card (an A10G: 24 GiB, 8 vCPUs).
 2. One real paper-profile PaSE seed (pipeline/train.py `train_seed`: data loading, validation,
    checkpoints, the test predictions) for about `--seed-steps` training steps on synthetic data at
-   MOSI's split sizes (labelled synthetic), with its wall time per epoch and peak memory.
+   MOSI's split sizes (labelled synthetic), with its wall time per epoch and peak memory; before
+   it, the train stage's own memory probe (gpu_fit.seeds_at_once, in-process here) on the same
+   run: how many seeds `train.workers: null` starts, and the seed's peak over the probe's (what
+   the 10 % margin must cover).
 3. The paper matrix (3 datasets x the variants of params.yaml and MAG-BERT x 5 seeds x 200 epochs,
    the paper's split sizes) projected from the measured per-sample times: one seed at a time,
    and the bounds with the seeds that fit running at once. This replaces the FLOP-count projection
@@ -97,7 +100,7 @@ def bert_base_for_finetuning(tiny: bool):
 def real_seed(tiny: bool, device: str, seed_steps: int) -> dict:
     """One PaSE seed under the paper profile through the pipeline's own stages and training loop,
     on synthetic data at MOSI's split sizes (TINY: 5 % of them), in a scratch directory."""
-    from pipeline import paths, train
+    from pipeline import gpu_fit, paths, train
     from pipeline.data.store import StoreDataset
     from pipeline.stages import align, download, embed
     from pipeline.train_stage import run_config
@@ -123,15 +126,25 @@ def real_seed(tiny: bool, device: str, seed_steps: int) -> dict:
             cfg = config_from_dict(raw)
             vcfg, notes, _ = run_config(cfg, "mosi", "pase")
             data_s = time.perf_counter() - started
-            if device == "cuda":  # the methods' tensors gone: the peak is this seed's
-                gc.collect()
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
+            probed = {}
+
+            def probe(c, ds, v):  # the stage's probe, here in-process (its BERT is patched)
+                probed.update(gpu_fit.measure_seed(c, ds, v))
+                return probed
             with bert_base_for_finetuning(tiny):
+                if device == "cuda":  # the methods' tensors gone: the peaks are the seed's
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                # what `train.workers: null` decides for this run (CPU: the cores, no probe)
+                n, why = gpu_fit.seeds_at_once(vcfg, "mosi", "pase", seeds=5, measure=probe)
+                if device == "cuda":
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                t0 = time.perf_counter()
                 result = train.train_seed(vcfg, "mosi", "pase", 0, Path("out"), notes=notes,
                                           progress=False)
-            wall = time.perf_counter() - t0
+                wall = time.perf_counter() - t0
         finally:
             os.chdir(here)
     epochs = result["epochs_run"]
@@ -140,9 +153,13 @@ def real_seed(tiny: bool, device: str, seed_steps: int) -> dict:
            "epochs": epochs, "training_steps": epochs * per_epoch, "seconds": round(wall, 1),
            "seconds_per_epoch": round(wall / epochs, 2), "data_stages_seconds": round(data_s, 1),
            "test": result["test"], "params": result["params"]}
-    if device == "cuda":
+    out["train_workers_null"] = {"seeds_at_once": n, "why": why}
+    if device == "cuda":  # the probe's 3 steps against the whole seed's peak: the probe's margin
         out["peak_reserved_mib"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
         out["peak_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        out["probe_peak_reserved_mib"] = round(probed["peak_reserved_bytes"] / 2**20, 1)
+        out["seed_peak_over_probe_peak"] = round(
+            out["peak_reserved_mib"] / max(out["probe_peak_reserved_mib"], 1e-9), 3)
     return out
 
 

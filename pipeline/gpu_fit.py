@@ -128,6 +128,7 @@ def measure_seed(cfg: Config, dataset: str, variant: str, steps: int = PROBE_STE
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.init()
+        torch.cuda.reset_peak_memory_stats(device)  # in a caller's process: this probe's peak
         free0, total = torch.cuda.mem_get_info(device)
     store, text = paths.aligned_store(dataset), paths.text_features(dataset)
     task = read_attrs(store)["task"]

@@ -33,6 +33,8 @@ def test_tiny_run_writes_every_part(tiny):
     assert "SYNTHETIC" in seed["dataset"] and seed["epochs"] >= 2 and seed["seconds"] > 0
     assert seed["training_steps"] == seed["epochs"] * -(-seed["train_rows"] // seed["batch_size"])
     assert set(seed["test"]) >= {"mae", "acc2_non0"}
+    import os  # the stage's rule for this run: on a CPU, the usable cores, nothing probed
+    assert seed["train_workers_null"]["seeds_at_once"] == len(os.sched_getaffinity(0))
     # the matrix of the measured methods only (PaSE's ablations cost as PaSE)
     variants = set(tiny["matrix"]["variants"])
     assert {"pase", "pase-T", "pase-no_sgm", "late_fusion"} <= variants and "tfn" not in variants
