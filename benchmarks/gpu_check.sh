@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DVC_NO_ANALYTICS=1
 PY=${PYTHON:-python}
 if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
-nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv || true
+if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv || true; fi
 # 470 s: the JSON is written by then on an H100 (about 5 min measured budget: see the module's
 # docstring); a slower card stops here rather than overrun the device's 8 minutes
 exec timeout 470 "$PY" benchmarks/gpu_check.py "$@"
