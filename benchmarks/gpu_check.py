@@ -1,5 +1,6 @@
-"""The device check: what the paper profile costs on this GPU, measured, in one run (< 8 min on
-one H100). `bash benchmarks/gpu_check.sh` runs it and writes reports/gpu_check.json.
+"""The device check: what the paper profile costs on this GPU, measured, in one run (sized for
+8 minutes on one H100; no GPU has run it yet). `bash benchmarks/gpu_check.sh` runs it and writes
+reports/gpu_check.json.
 
     python benchmarks/gpu_check.py [out.json] [--steps 20] [--seed-steps 300] [--tiny]
 
