@@ -57,9 +57,9 @@ def seeds_that_fit(peak_bytes: int, total_bytes: int, free_bytes: int, cores: in
             f"({total_bytes / GIB:.1f} GiB total, {margin:.0%} kept free)")
     if fit < 1:
         raise GpuFitError(f"{what} needs {peak_bytes / GIB:.2f} GiB of GPU memory at its peak "
-                          f"(measured), more than the {card}: lower train.batch_size (a method's "
-                          "paper-profile batch is in pipeline/method_settings.py) or use a card "
-                          "with more memory")
+                          f"(measured), more than the {card}: use a card with more memory, or "
+                          "lower the batch size (train.batch_size; under the paper profile the "
+                          "method's row in pipeline/method_settings.py sets it)")
     n = max(1, min(fit, cores, seeds))
     limit = ("the memory" if n == fit else f"the {cores} usable cores" if n == cores
              else f"the {seeds} seeds to train")
@@ -89,8 +89,9 @@ def seeds_at_once(cfg: Config, dataset: str | None = None, variant: str | None =
     what = f"one seed of {cfg.model} ({dataset}/{variant}) at batch size {m['batch_size']}"
     if m.get("out_of_memory"):
         raise GpuFitError(f"{what} ran out of GPU memory in its first training steps on a card "
-                          f"of {m['total_bytes'] / GIB:.1f} GiB ({m['out_of_memory']}): lower "
-                          "train.batch_size or use a card with more memory")
+                          f"of {m['total_bytes'] / GIB:.1f} GiB ({m['out_of_memory']}): use a card "
+                          "with more memory, or lower the batch size (train.batch_size; under the "
+                          "paper profile pipeline/method_settings.py)")
     return seeds_that_fit(m["peak_reserved_bytes"] + m["context_bytes"], m["total_bytes"],
                           m["free_bytes"], cores, seeds, what=what)
 
