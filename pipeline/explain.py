@@ -8,7 +8,8 @@ device) and prints:
 - the text path: fine-tuned or frozen, which encoder, pooling, lengths, and why, where a profile
   rule, the method's row or the source decided it;
 - every optimiser group (`train.param_groups`, the groups training builds): its parameters by
-  name prefix, their count, lr, weight decay, whether they train, and which balancer scales it.
+  name prefix, their count, lr, weight decay, whether they train, and which balancer scales it;
+- how many seed processes the stage runs at once, and why (pipeline/gpu_fit.py).
 It needs only the aligned and embedded stores, never a training step. The README's table of the
 groups per profile is made by this command, and tests/settings/test_rates.py checks every profile x
 source kind x variant against the rule stated in `train.param_groups`.
@@ -123,6 +124,10 @@ def explain(cfg: Config, dataset: str, variant: str) -> dict:
         return out
     out["inputs"] = {"dims": dims, "task": attrs["task"], "n_train": len(data)}
     out["groups"] = optimiser_groups(model, vcfg, attrs["task"])
+    from pipeline.gpu_fit import seeds_at_once  # what the stage decides (on a GPU: a short probe)
+    from pipeline.profiles import variant_config
+    n, why = seeds_at_once(variant_config(cfg, variant, dataset), dataset, variant)
+    out["seeds_at_once"] = {"n": min(n, len(vcfg.seeds)), "why": why}
     return out
 
 
@@ -163,7 +168,9 @@ def render(info: dict) -> str:
               + (f", max_tokens {t['max_tokens']}" if t["max_tokens"] else ""),
               *(f"  why: {w}" for w in t["why"]),
               "", f"inputs: {info['inputs']['dims']}, task {info['inputs']['task']}, "
-              f"{info['inputs']['n_train']} training utterances", "", "optimiser groups:"]
+              f"{info['inputs']['n_train']} training utterances",
+              f"seeds at once: {info['seeds_at_once']['n']} ({info['seeds_at_once']['why']})",
+              "", "optimiser groups:"]
     head = ("group", "params", "count", "lr", "wd", "trains", "scaled by")
     rows = [(g["group"], ", ".join(g["params"]), f"{g['count']:,}", _fmt(g["lr"]),
              _fmt(g["weight_decay"]), "yes" if g["trainable"] else "no", _fmt(g["scaled_by"]))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 from pipeline import paths, resume
 from pipeline.config import Config
@@ -59,7 +58,6 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
         return results
     for note in notes:
         log.warning("%s", note)
-    workers = cfg.train.workers or default_workers(vcfg)
     results = {s: _finished_seed(vcfg, dataset, variant, s) for s in vcfg.seeds}
     todo = [s for s in vcfg.seeds if results[s] is None]
     if todo and cfg.train.ahead:  # under dvc repro: the pool trains them (pipeline/ahead.py)
@@ -69,6 +67,7 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
     if todo:
         from pipeline import train
         train.resolve_device(vcfg.train.device)
+        workers = cfg.train.workers or default_workers(vcfg, dataset, variant, len(todo))
         if min(workers, len(todo)) <= 1:
             for s in todo:
                 results[s] = train.train_seed(vcfg, dataset, variant, s,
@@ -81,13 +80,16 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
     return [results[s] for s in vcfg.seeds]
 
 
-def default_workers(cfg: Config) -> int:
+def default_workers(cfg: Config, dataset: str | None = None, variant: str | None = None,
+                    seeds: int | None = None) -> int:
     """train.workers: null. On CPU, the usable cores (each seed process runs num_threads torch
-    threads, 1 by default). On a GPU, one process per usable core as well: each process needs a
-    core to feed its card, and the CPU profile's models take a few hundred MiB each, so cores run
-    out long before GPU memory (benchmarks/bench_gpu.py projects a paper-size run's memory; set
-    train.workers where that says fewer fit)."""
-    return max(1, len(os.sched_getaffinity(0)))
+    threads). On a GPU, as many seed processes as the card's memory holds, measured by a short
+    probe of the run's model at its batch size, at most the usable cores
+    (pipeline/gpu_fit.py, `seeds_at_once`); the log says how many and why."""
+    from pipeline import gpu_fit
+    n, reason = gpu_fit.seeds_at_once(cfg, dataset, variant, seeds)
+    log.info("%sseed processes: %s", f"{dataset}/{variant}: " if dataset else "", reason)
+    return n
 
 
 def _finished_seed(cfg: Config, dataset: str, variant: str, seed: int) -> dict | None:

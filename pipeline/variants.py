@@ -52,3 +52,5 @@ def not_applicable(variant: str, task: str) -> str | None:
 GPU_ONLY = ("mag_bert",)
 # params.yaml's `variants` as shipped: every variant that runs on the CPU default
 DEFAULT_MATRIX = tuple(v for v in VARIANTS if v not in GPU_ONLY)
+# One variant per method (its name is its model's): `count` and the report's "other methods"
+METHODS = tuple(v for v, over in VARIANTS.items() if v == over["model"])

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 from pipeline.config import Config, as_dict
-
-# One variant per model: `python -m pipeline count` with no --variant counts each method.
-
 from pipeline.settings import config_from_dict
+from pipeline.variants import METHODS
 
 # One variant per model: `python -m pipeline count` with no --variant counts each method.
-METHOD_VARIANTS = ("pase", "late_fusion", "ef_lstm", "tfn", "lmf", "mult", "self_mm", "mag_bert",
-                   "cpsl")
+METHOD_VARIANTS = METHODS
 
 
 # Hidden sizes of the known text encoders (all-MiniLM-L6-v2: 384; BERT-base: 768); others are

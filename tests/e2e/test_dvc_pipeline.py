@@ -28,11 +28,11 @@ def test_repro_runs_every_stage_and_reports(repo):
     metrics = json.loads((work / "reports" / "metrics.json").read_text())
     detail = json.loads((work / "reports" / "metrics_detail.json").read_text())
     assert metrics["mosi"]["synthetic"] and detail["mosi"]["late_fusion"]["summary"]["seeds"] == 2
-    assert "wa" in metrics["iemocap"]["late_fusion"]
+    assert "wa" in metrics["iemocap"]["pase"] and "vs_best_other" in metrics["iemocap"]  # late fusion
     summary = (work / "reports" / "summary.md").read_text()
     assert "SYNTHETIC" in summary.splitlines()[0]
     shown = run(["dvc", "metrics", "show"], work).stdout
-    assert "reports/metrics.json" in shown and "mosi.late_fusion.mae" in shown
+    assert "reports/metrics.json" in shown and "mosi.pase.mae" in shown and "mosi.vs_best_other" in shown
 
 
 def test_second_repro_has_nothing_to_do(repo):

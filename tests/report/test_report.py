@@ -298,15 +298,21 @@ def test_synthetic_report_layout_statistics_and_no_paper_numbers(fake_runs):
     assert d["mosi"]["pase"]["summary"]["acc7"] == pytest.approx(acc7.mean() / 100, abs=1e-6)
     assert d["mosi"]["pase"]["seeds"]["1"]["test"]["acc7"] == pytest.approx(acc7[1] / 100)
     assert d["iemocap"]["self_mm"]["summary"]["not_applicable"] is True
-    # the DVC metric is the compact headline: the paper's headline metrics, mean and std
+    # the DVC metric is the compact headline: PaSE's headline metrics (means) and its leads
     m = json.loads((rep / "metrics.json").read_text())
     assert m["mosi"]["synthetic"] is True and "self_mm" not in m["iemocap"]
-    assert set(m["mosi"]["pase"]) == {"acc2_non0", "acc2_non0_std", "f1_non0", "f1_non0_std",
-                                      "mae", "mae_std"}
-    assert set(m["iemocap"]["pase"]) == {"wa", "wa_std", "mean_f1", "mean_f1_std"}
+    assert set(m["mosi"]["pase"]) == {"acc2_non0", "f1_non0", "mae"}
+    assert set(m["iemocap"]["pase"]) == {"wa", "mean_f1"}
+    assert set(m["mosi"]) == {"synthetic", "pase", "vs_no_sgm", "vs_best_other"}
     a2 = np.array(list(_metric("mosi", "pase", "acc2_non0").values()))
     assert m["mosi"]["pase"]["acc2_non0"] == pytest.approx(a2.mean(), abs=1e-4)
-    assert m["mosi"]["pase"]["acc2_non0_std"] == pytest.approx(a2.std(ddof=1), abs=1e-4)
+    assert d["mosi"]["pase"]["summary"]["acc2_non0_std"] == pytest.approx(a2.std(ddof=1), abs=1e-4)
+    no_sgm = np.array(list(_metric("mosi", "pase-no_sgm", "acc2_non0").values()))
+    assert m["mosi"]["vs_no_sgm"] == pytest.approx(a2.mean() - no_sgm.mean(), abs=1e-4)
+    best = max(np.mean(list(_metric("mosi", v, "acc2_non0").values())) for v in ("mult", "self_mm"))
+    assert m["mosi"]["vs_best_other"] == pytest.approx(a2.mean() - best, abs=1e-4)
+    wa = {v: np.mean(list(_metric("iemocap", v, "wa").values())) for v in ("pase", "mult")}
+    assert m["iemocap"]["vs_best_other"] == pytest.approx(wa["pase"] - wa["mult"], abs=1e-4)  # self_mm n/a
     # README: settings, every table inline, the figure that exists embedded, the others named
     readme = (rep / "README.md").read_text()
     assert "minilm" in readme and "Profile: cpu" in readme and "Seeds: 0, 1" in readme
@@ -443,3 +449,19 @@ def test_table3_sets_sgm_against_ogm_ge_and_mmpareto(fake_runs):
         assert row in ablations
     tests = [l for l in t3.split("### Each variant")[1].splitlines() if l.startswith("| MMPareto")]
     assert len(tests) == 4  # MOSI Acc-2 and F1, has0 and non0, each against full PaSE
+
+
+def test_headline_without_pase_or_others():
+    """A run set without PaSE heads with its first method; no comparison without its runs."""
+    from pipeline.report.summary import headline
+    summ = {"acc2_non0": 0.7, "f1_non0": 0.6, "mae": 1.0, "acc2_non0_std": 0.1}
+    detail = {"mosi": {"synthetic": False, "tfn": {"summary": summ},
+                       "late_fusion": {"summary": {**summ, "acc2_non0": 0.65}},
+                       "pase-T": {"summary": {**summ, "acc2_non0": 0.9}}}}
+    # late_fusion comes first in METHOD_VARIANTS; PaSE's ablations are not "other methods"
+    assert headline(detail) == {"mosi": {"synthetic": False, "vs_best_other": -0.05,
+                                         "late_fusion": {"acc2_non0": 0.65, "f1_non0": 0.6, "mae": 1.0}}}
+    alone = {"mosi": {"synthetic": True, "pase": {"summary": summ}}}
+    assert headline(alone) == {"mosi": {"synthetic": True,
+                                        "pase": {"acc2_non0": 0.7, "f1_non0": 0.6, "mae": 1.0}}}
+
