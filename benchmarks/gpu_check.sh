@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device check (README "GPU CI", "Device check"): one command, sized for 8 minutes on one H100
+# The device check (docs/gpu.md, "Device check"): one command, sized for 8 minutes on one H100
 # (no GPU has run it yet), no network needed.
 # Writes reports/gpu_check.json (or the path given as the first argument); extra arguments go to
 # benchmarks/gpu_check.py (--steps, --seed-steps, --methods). Without a GPU it stops with a message.

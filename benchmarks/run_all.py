@@ -1,4 +1,4 @@
-"""Run every benchmark and gather the numbers in reports/bench.json (README "Performance").
+"""Run every benchmark and gather the numbers in reports/bench.json (docs/performance.md).
 
     python benchmarks/run_all.py [--quick] [--default-run]
 
@@ -12,7 +12,7 @@
   CPU percentage with the look-ahead pool's, peak memory;
 - the cpu-real profile's budget (bench_cpu_real.py) at a tenth of MOSI's real sizes (--quick: a
   fiftieth) into bench_cpu_real_scaled.json: a smoke test of the measurement; the committed
-  real-size measurement, reports/bench_cpu_real.json, is made by hand (README "Performance");
+  real-size measurement, reports/bench_cpu_real.json, is made by hand (docs/performance.md);
 - the experiment matrix: training seconds per run, read from every run's timing.json under
   data/runs/ (so run `dvc repro` first).
 `--quick` shortens each benchmark (fewer videos, steps, rows) for a smoke test.

@@ -49,7 +49,7 @@ def serve(dvc_pid: int, params: str = "params.yaml") -> int:
 
 def _write_usage(wall: float) -> None:
     """usage.json: the pool's CPU time and peak memory with its seed processes'. The pool is no
-    child of DVC's, so `/usr/bin/time dvc repro` does not count it: add these (README,
+    child of DVC's, so `/usr/bin/time dvc repro` does not count it: add these (docs/performance.md,
     Performance; benchmarks/bench_repro.py)."""
     import resource
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -47,7 +47,7 @@ class DatasetConfig:
 
     source: Literal["synthetic", "cmu", "mmsa", "mult"] = "synthetic"
     # mmsa / mult: your pickle; cmu: a folder of .csd files (null: download from cmu_base_url).
-    # Must lie under data/user/<dataset>/, the folder DVC hashes (README "Your real data").
+    # Must lie under data/user/<dataset>/, the folder DVC hashes (docs/data.md, "Your real data").
     path: str | None = None
     sha256: str | None = None  # a pickle is read only when this matches ...
     allow_unverified_pickle: bool = False  # ... or when the user opts in explicitly

@@ -47,7 +47,7 @@ def _synthetic(cfg: Config, section: str, problems: list[str], notes: list[str])
     if synthetic and not getattr(cfg, section).allow_synthetic:
         problems.append(
             f"data.{synthetic[0]}.source is 'synthetic' ({', '.join(synthetic)}): the {cfg.profile} "
-            "profile trains on real data. Set data.<dataset>.source and path (README, Real data), "
+            "profile trains on real data. Set data.<dataset>.source and path (README, Your data), "
             f"drop the dataset from `datasets`, or opt in with -S {section}.allow_synthetic=true")
     elif synthetic:
         notes.append(f"{cfg.profile} profile on SYNTHETIC data ({', '.join(synthetic)}): opted in "
@@ -89,7 +89,7 @@ def check(cfg: Config, gpu_visible=None, weights_cached=None) -> list[str]:
     if cfg.train.device == "auto" and not gpu_visible():
         problems.append(
             "train.device is 'auto' but torch sees no GPU: the paper profile is a GPU profile "
-            "(BERT-base fine-tuned, 200 epochs). Run on a GPU machine (README, GPU CI), set "
+            "(BERT-base fine-tuned, 200 epochs). Run on a GPU machine (docs/gpu.md), set "
             "-S train.device=cuda if training runs on another machine, or -S train.device=cpu to "
             "train on the CPU on purpose")
     no_text = [ds for ds in cfg.datasets if cfg.dataset(ds).source == "mult"]

@@ -100,7 +100,7 @@ def user_path(dataset: str, dcfg, folder: bool = False) -> Path:
         raise DataError(
             f"{path}: data.{dataset}.path must lie under {root}/, the folder DVC hashes, so that "
             f"replacing the file reruns the data stages. Put it there: `mkdir -p {root} && ln -s "
-            f"{os.path.abspath(path)} {root}/` (or cp, or `dvc import-url` / `dvc add`, README "
+            f"{os.path.abspath(path)} {root}/` (or cp, or `dvc import-url` / `dvc add`, docs/data.md "
             f"\"Your real data\") and set data.{dataset}.path: {root / path.name}")
     if folder and not path.is_dir():
         raise DataError(f"{path}: not a folder (data.{dataset}.path: the cmu source reads a folder "
@@ -246,7 +246,7 @@ def embed(cfg: Config, dataset: str) -> Path:
     Two sources bring their own text features instead: MulT's pickles (GloVe, no raw text) and
     MMSA's aligned files, whose audio and vision rows sit at BERT token positions: re-encoding
     the words would give the text another length than audio and vision, so the file's own
-    token-level BERT features are the frozen text input (README "Your real data")."""
+    token-level BERT features are the frozen text input (docs/data.md, "Your real data")."""
     return embed_store(cfg, paths.aligned_store(dataset), paths.text_features(dataset))
 
 

@@ -41,6 +41,11 @@ TINY_PARAMS = {
 }
 
 
+def documentation() -> str:
+    """The README and every reference page under docs/, as one text (what a reader can find)."""
+    return "\n".join(f.read_text() for f in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+
+
 def merge(base: dict, update: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in update.items():

@@ -1,7 +1,7 @@
 """PaSE: Prototype-aligned Calibration and Shapley-based Equilibrium (AAAI 2026).
 
 The paper's equations are the reference (pase-paper.txt); where they cannot be taken literally
-the choice is made here and listed in the README's "Method notes".
+the choice is made here and listed in docs/methods.md.
 
 - Encoders: one per modality (pipeline/models/encoders.py) -> h^m (B, H).
 - PCL (Eq. 1-3): K class prototypes per modality. Each training step the prototype of every class

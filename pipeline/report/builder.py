@@ -24,7 +24,7 @@ from pipeline.variants import VARIANTS
 TABLE3_VARIANTS = tuple(r.variant for r in paper.TABLE3.rows)  # pase first
 TABLE4_VARIANTS = tuple(r.variant for r in paper.TABLE4.rows)  # pase last
 # SGM replaced by each other balancer (its SPEC, pipeline/balancers/): the balancing ablations the
-# paper lacks (README: SGM against other modulation rules, everything else equal)
+# paper lacks (docs/baselines.md: SGM against other modulation rules, everything else equal)
 EXTRA_TABLE3 = BALANCER_VARIANTS
 BASELINES = tuple(v for v in VARIANTS if v not in TABLE3_VARIANTS + TABLE4_VARIANTS)
 
