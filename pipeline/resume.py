@@ -43,7 +43,8 @@ CODE_DEPS = ("pipeline/train.py", "pipeline/train_stage.py", "pipeline/resume.py
              "pipeline/config.py", "pipeline/profiles.py", "pipeline/method_settings.py",
              "pipeline/precision.py", "pipeline/models", "pipeline/balancers",
              "pipeline/metrics.py",
-             "pipeline/data/store.py", "pipeline/data/schema.py", "pipeline/features/text.py")
+             "pipeline/data/store.py", "pipeline/data/schema.py", "pipeline/data/belong.py",
+             "pipeline/features/text.py")
 # Keys that choose which runs exist, not what a run computes; the data sections act through the
 # input files, which are hashed themselves.
 NOT_A_RUN_PARAMETER = ("seeds", "variants", "datasets", "data", "synthetic")
