@@ -2,6 +2,7 @@
 for another dataset, from other files or under other settings than it is asked for, and the text
 emptiness check runs on what the model reads. Each case names the file, what it records and what
 was asked, and writes nothing."""
+import json
 import logging
 import re
 import shutil
@@ -230,3 +231,21 @@ def test_a_not_applicable_seed_keeps_no_model_of_an_earlier_run(tiny_project):
     (r,) = train_stage.train_variant(cfg, "iemocap", "self_mm")
     assert r["status"] == "not applicable"
     assert sorted(p.name for p in seed.iterdir()) == ["metrics.json"]
+
+
+@pytest.mark.parametrize("recorded, settings, says", [
+    ({"base_url": "http://mirror.example"}, {},
+     "data.mosi.cmu_base_url: http://mirror.example read by the download stage, "
+     "http://immortal.multicomp.cs.cmu.edu in params.yaml"),
+    ({"local": {"words": "data/user/mosi/old/CMU_MOSI_TimestampedWords.csd"}},
+     {"path": "data/user/mosi/new"},
+     "data.mosi.path: data/user/mosi/old/CMU_MOSI_TimestampedWords.csd read by the download "
+     "stage, the folder data/user/mosi/new in params.yaml"),
+])
+def test_align_refuses_cmu_files_from_another_place(tmp_path, monkeypatch, recorded, settings, says):
+    monkeypatch.chdir(tmp_path)
+    cfg = reload({"datasets": ["mosi"], "data": {"mosi": {"source": "cmu", **settings}}})
+    paths.raw_dir("mosi").mkdir(parents=True)
+    (paths.raw_dir("mosi") / "source.json").write_text(json.dumps(
+        {"dataset": "mosi", "source": "cmu", "synthetic": False, "files": {}, **recorded}))
+    refused(lambda: align(cfg, "mosi"), re.escape(says), re.escape("dvc repro download@mosi"))
