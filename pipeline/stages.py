@@ -340,6 +340,8 @@ def _check_text_read(f, source: str, max_fraction: float, hint: str,
             mask = g["text_bert"][:, 1, :].sum(axis=1)
             empty[MASK_KEY] = int(np.count_nonzero(mask <= SPECIAL_TOKENS))
         for key, k in empty.items():
-            checks.check_empty_count(source, s, "text", key, k, n, max_fraction, hint)
+            own_lengths = token_ids_apart and key == "text_len"  # the source's, not the words'
+            checks.check_empty_count(source, s, "text", key, k, n, max_fraction,
+                                     "check the file's lengths" if own_lengths else hint)
             counts[s][key] = k
     return counts

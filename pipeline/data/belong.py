@@ -22,12 +22,18 @@ TASKS = {"mosi": "regression", "mosei": "regression", "iemocap": "classification
 
 
 def _rerun(stage: str, dataset: str) -> str:
-    return f"re-run the {stage} stage (`dvc repro {stage}@{dataset}`, or `python -m pipeline {stage} --dataset {dataset}`)"
+    return (f"re-run the {stage} stage (`dvc repro {stage}@{dataset}`, or "
+            f"`python -m pipeline {stage} --dataset {dataset}`)")
 
 
 def _older(path: Path, key: str, stage: str, dataset: str) -> DataError:
-    return DataError(f"{path}: has no {key!r} attribute (written by an older version of the "
-                     f"{stage} stage); {_rerun(stage, dataset)}")
+    return DataError(f"{path}: records no {key!r} (written by an older version of the {stage} "
+                     f"stage); {_rerun(stage, dataset)}")
+
+
+def _plain(x):
+    """As JSON gives it back (what the records hold): lists for tuples, str keys."""
+    return json.loads(json.dumps(x))
 
 
 def _differences(recorded, wanted, prefix: str) -> list[str]:
@@ -55,7 +61,7 @@ def raw_folder(cfg: Config, dataset: str, info: dict, marker: Path) -> None:
     if dcfg.source == "synthetic":
         if "synthetic_scale" not in info:
             raise _older(marker, "synthetic_scale", "download", dataset)
-        diffs = _differences(info.get("params"), as_dict(cfg.synthetic), "synthetic")
+        diffs = _differences(info.get("params"), _plain(as_dict(cfg.synthetic)), "synthetic")
         diffs += _differences(info["synthetic_scale"], dcfg.synthetic_scale,
                               f"data.{dataset}.synthetic_scale")
     elif dcfg.source == "cmu" and dcfg.path:
@@ -98,7 +104,7 @@ def check_aligned(cfg: Config, dataset: str, store: Path, attrs: dict) -> None:
     for key in ("params", "max_empty_fraction"):
         if key not in attrs:
             raise _older(store, key, "align", dataset)
-    wanted = json.loads(json.dumps(aligned_params(cfg, dataset)))
+    wanted = _plain(aligned_params(cfg, dataset))
     diffs = _differences({k: v for k, v in attrs["params"].items() if k != "synthetic"},
                          {k: v for k, v in wanted.items() if k != "synthetic"}, f"data.{dataset}")
     diffs += _differences(attrs["params"].get("synthetic"), wanted.get("synthetic"), "synthetic")
