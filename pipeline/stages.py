@@ -209,6 +209,7 @@ def pickle_splits(dataset: str, dcfg, path: Path, max_len: dict, declared: dict)
         padded = pickles.load_mmsa(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle, declared)
     else:
         padded = pickles.load_mult(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle, declared)
+    belong.check_split_sizes(path, dataset, {s: len(p) for s, p in padded.items()})
     aligned = pickles.is_aligned(padded)
     limits = {v for v in max_len.values() if v is not None}
     if aligned and limits:

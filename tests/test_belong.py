@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from pipeline import paths, train_stage
@@ -19,7 +20,7 @@ from pipeline.stages import align, download, embed
 from tests.conftest import write_params
 from tests.test_ingest_checks import project
 from tests.test_pickle_sources import user_file
-from tests.test_pickles import mmsa_data
+from tests.test_pickles import mmsa_data, mmsa_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = {"variants": ["late_fusion"], "train": {"epochs": 1}}
@@ -249,3 +250,18 @@ def test_align_refuses_cmu_files_from_another_place(tmp_path, monkeypatch, recor
     (paths.raw_dir("mosi") / "source.json").write_text(json.dumps(
         {"dataset": "mosi", "source": "cmu", "synthetic": False, "files": {}, **recorded}))
     refused(lambda: align(cfg, "mosi"), re.escape(says), re.escape("dvc repro download@mosi"))
+
+
+def test_align_refuses_a_pickle_of_another_dataset(tmp_path, monkeypatch):
+    # MOSI's published split sizes, given as MOSEI (the two share MMSA's layout); small features
+    sizes = {"train": 1284, "valid": 229, "test": 686}
+    rng = np.random.default_rng(0)
+    raw = {s: mmsa_split(n, rng, aligned=False, split=s) for s, n in sizes.items()}
+    for s, n in sizes.items():
+        raw[s]["text"] = raw[s]["text"][:, :, :4]
+    cfg, pkl = project(tmp_path, monkeypatch, raw, ds="mosei")
+    download(cfg, "mosei")
+    refused(lambda: align(cfg, "mosei"), re.escape(
+        f"{pkl}: split sizes {sizes} are mosi's ({sizes}), not mosei's"),
+        re.escape("Give it as data.mosi.path"))
+    assert not paths.aligned_store("mosei").exists()

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from pipeline.config import Config, as_dict
+from pipeline.data.schema import PAPER_SPLIT_SIZES, SPLITS
 from pipeline.errors import DataError
 
 TASKS = {"mosi": "regression", "mosei": "regression", "iemocap": "classification"}
@@ -80,6 +81,24 @@ def raw_folder(cfg: Config, dataset: str, info: dict, marker: Path) -> None:
     if diffs:
         raise DataError(f"{marker}: the raw folder was made under other settings than params.yaml "
                         f"gives now ({'; '.join(diffs)}); {_rerun('download', dataset)}")
+
+
+NEAR = 0.1  # published copies of one dataset differ by a few samples; datasets by far more
+
+
+def check_split_sizes(path: Path, dataset: str, sizes: dict[str, int]) -> None:
+    """A pickle of another dataset given as this one (MOSI's and MOSEI's share a layout): split
+    sizes within NEAR of another dataset's published ones and not of this one's. Sizes far from
+    every dataset's (a subset, a test file) only get the reader's warning."""
+    def off(ref: dict) -> float:
+        return max(abs(sizes[s] - ref[s]) / ref[s] for s in SPLITS)
+    if off(PAPER_SPLIT_SIZES[dataset]) <= NEAR:
+        return
+    for other, ref in PAPER_SPLIT_SIZES.items():
+        if other != dataset and off(ref) <= NEAR:
+            raise DataError(f"{path}: split sizes {sizes} are {other}'s ({ref}), not {dataset}'s "
+                            f"({PAPER_SPLIT_SIZES[dataset]}): a {other} file given for {dataset}? "
+                            f"Give it as data.{other}.path, or give {dataset}'s file")
 
 
 # --------------------------------------------------------------- embed's and train's input
