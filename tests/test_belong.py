@@ -265,3 +265,15 @@ def test_align_refuses_a_pickle_of_another_dataset(tmp_path, monkeypatch):
         f"{pkl}: split sizes {sizes} are mosi's ({sizes}), not mosei's"),
         re.escape("Give it as data.mosi.path"))
     assert not paths.aligned_store("mosei").exists()
+
+
+def test_embed_and_train_refuse_a_store_aligned_before_the_last_download(tmp_path, monkeypatch):
+    cfg, pkl = project(tmp_path, monkeypatch, mmsa_data(aligned=False))
+    download(cfg, "mosi"), align(cfg, "mosi"), embed(cfg, "mosi")
+    user_file("mosi", pkl.name, mmsa_data(aligned=False, da=7))  # another file, same path
+    download(cfg, "mosi")
+    for stage in (lambda: embed(cfg, "mosi"),
+                  lambda: train_stage.train_variant(cfg, "mosi", "late_fusion")):
+        refused(stage, rf"data/aligned/mosi\.h5: was aligned from {pkl} \(sha256 [0-9a-f]{{12}}\.\.\.\), "
+                rf"but data/raw/mosi/source\.json records {pkl} \(sha256 [0-9a-f]{{12}}\.\.\.\) "
+                r"\(downloaded again since\)", re.escape("dvc repro align@mosi"))

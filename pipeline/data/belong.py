@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+from pipeline import paths
 from pipeline.config import Config, as_dict
 from pipeline.data.schema import PAPER_SPLIT_SIZES, SPLITS
 from pipeline.errors import DataError
@@ -134,6 +135,20 @@ def check_aligned(cfg: Config, dataset: str, store: Path, attrs: dict) -> None:
     if diffs:
         raise DataError(f"{store}: made under other settings than params.yaml gives now "
                         f"({'; '.join(diffs)}); {_rerun('align', dataset)}")
+    # the raw folder, where there is one (prepared features pulled from a DVC remote come without)
+    marker = paths.raw_dir(dataset) / "source.json"
+    if marker.is_file():
+        now = json.loads(marker.read_text()).get("files", {})
+        if "inputs_sha256" not in attrs:
+            raise _older(store, "inputs_sha256", "align", dataset)
+        if attrs["inputs_sha256"] != now:
+            raise DataError(f"{store}: was aligned from {_files(attrs['inputs_sha256'])}, but "
+                            f"{marker} records {_files(now)} (downloaded again since); "
+                            f"{_rerun('align', dataset)}")
+
+
+def _files(files: dict) -> str:
+    return ", ".join(f"{name} (sha256 {digest[:12]}...)" for name, digest in files.items()) or "no file"
 
 
 def check_embedded(cfg: Config, dataset: str, store: Path, text_file: Path, attrs: dict,
