@@ -314,6 +314,7 @@ def embed_store(cfg: Config, store: Path, out: Path) -> Path:
             "tokenizer": cfg.text.encoder if tokens else None,
             "max_tokens": cfg.text.max_tokens if tokens else None})
         # emptiness on what the model reads (align counted the source's lengths, not these)
+        f.attrs["max_empty_fraction"] = cfg.data.max_empty_fraction
         f.attrs["empty"] = json.dumps(_check_text_read(
             f, f"{out} (text of {store})", cfg.data.max_empty_fraction,
             f"{store}'s 'raw_text' is empty there: check the source file's raw text", own))

@@ -277,3 +277,12 @@ def test_embed_and_train_refuse_a_store_aligned_before_the_last_download(tmp_pat
         refused(stage, rf"data/aligned/mosi\.h5: was aligned from {pkl} \(sha256 [0-9a-f]{{12}}\.\.\.\), "
                 rf"but data/raw/mosi/source\.json records {pkl} \(sha256 [0-9a-f]{{12}}\.\.\.\) "
                 r"\(downloaded again since\)", re.escape("dvc repro align@mosi"))
+
+
+def test_train_refuses_text_checked_under_another_empty_fraction(tiny_project):
+    tiny_project(FAST)
+    cfg = reload({**FAST, "data": {"max_empty_fraction": 0.3}})
+    align(cfg, "mosi")  # the same arrays (the same content digest), checked under 0.3
+    refused(lambda: train_stage.train_variant(cfg, "mosi", "late_fusion"), re.escape(
+        "data/embedded/mosi.h5: its text was checked under data.max_empty_fraction = 0.1, "
+        "params.yaml says 0.3"))

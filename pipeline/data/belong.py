@@ -157,7 +157,7 @@ def check_embedded(cfg: Config, dataset: str, store: Path, text_file: Path, attr
     if text_attrs.get("dataset") != dataset:
         raise DataError(f"{text_file}: holds dataset {text_attrs.get('dataset')!r} (its 'dataset' "
                         f"attribute), not {dataset!r}; {_rerun('embed', dataset)}")
-    for key in ("store_content_sha256", "text_settings"):
+    for key in ("store_content_sha256", "text_settings", "max_empty_fraction"):
         if key not in text_attrs:
             raise _older(text_file, key, "embed", dataset)
     made_from, store_digest = text_attrs["store_content_sha256"], attrs.get("content_sha256")
@@ -169,6 +169,11 @@ def check_embedded(cfg: Config, dataset: str, store: Path, text_file: Path, attr
     if seq_len is not None and seq_len != cfg.data.seq_len:
         raise DataError(f"{text_file}: text embedded at data.seq_len = {seq_len} words, params.yaml "
                         f"says {cfg.data.seq_len}; {_rerun('embed', dataset)}")
+    # its emptiness check (a store aligned again under another fraction has the same content)
+    if text_attrs["max_empty_fraction"] != cfg.data.max_empty_fraction:
+        raise DataError(f"{text_file}: its text was checked under data.max_empty_fraction = "
+                        f"{text_attrs['max_empty_fraction']:g}, params.yaml says "
+                        f"{cfg.data.max_empty_fraction:g}; {_rerun('embed', dataset)}")
 
 
 def check_text_settings(vcfg: Config, dataset: str, variant: str, text_file: Path,
