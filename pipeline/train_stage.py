@@ -119,7 +119,7 @@ def leave_only_seeds(dataset: str, variant: str, seeds) -> list[str]:
         for d in sorted(parent.iterdir()):
             m = _SEED.match(d.name)
             if m and int(m.group(1)) not in seeds:
-                shutil.rmtree(d) if d.is_dir() and not d.is_symlink() else d.unlink()
+                _remove(d)
                 stray.append(str(d))
     if stray:
         log.warning("%s/%s: removed the folders of seeds not in `seeds` %s: %s", dataset, variant,
@@ -128,11 +128,15 @@ def leave_only_seeds(dataset: str, variant: str, seeds) -> list[str]:
 
 
 def _clear_seed(dataset: str, variant: str, seed: int) -> None:
-    for d in (paths.seed_dir(dataset, variant, seed), paths.curves_dir(dataset, variant, seed)):
-        if d.is_dir() and not d.is_symlink():
-            shutil.rmtree(d)
-        elif d.exists() or d.is_symlink():
-            d.unlink()
+    _remove(paths.seed_dir(dataset, variant, seed))
+    _remove(paths.curves_dir(dataset, variant, seed))
+
+
+def _remove(path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def default_workers(cfg: Config) -> int:
