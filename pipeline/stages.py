@@ -46,6 +46,12 @@ def download(cfg: Config, dataset: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     marker = out / SOURCE_FILE
     marker.unlink(missing_ok=True)
+    # what an earlier download under other settings left (a direct run; DVC deletes the folder
+    # first): the report would read its oracle beside runs on other data
+    for name in ("synthetic.h5", synthetic.ORACLE_FILE):
+        if (out / name).exists():
+            (out / name).unlink()
+            log.info("download %s: removed %s of an earlier download", dataset, out / name)
     info = {"dataset": dataset, "source": dcfg.source, "synthetic": dcfg.source == "synthetic"}
     if dcfg.source == "synthetic":
         generated = synthetic.generate_with_latent(dataset, cfg.synthetic, dcfg.synthetic_scale)

@@ -286,3 +286,18 @@ def test_train_refuses_text_checked_under_another_empty_fraction(tiny_project):
     refused(lambda: train_stage.train_variant(cfg, "mosi", "late_fusion"), re.escape(
         "data/embedded/mosi.h5: its text was checked under data.max_empty_fraction = 0.1, "
         "params.yaml says 0.3"))
+
+
+@pytest.mark.parametrize("change", [{"synthetic": {"kind": "redundant"}},
+                                    {"data": {"mosi": {"source": "mmsa"}}}])
+def test_download_leaves_no_oracle_of_an_earlier_download(tmp_path, monkeypatch, change):
+    monkeypatch.chdir(tmp_path)
+    download(reload({}), "mosi")  # complementary synthetic data: the report reads its oracle
+    assert (paths.raw_dir("mosi") / "oracle.json").exists()
+    if "data" in change:
+        pkl = user_file("mosi", "unaligned_50.pkl", mmsa_data(aligned=False))
+        change = {"data": {"mosi": {"source": "mmsa", "path": str(pkl),
+                                    "allow_unverified_pickle": True}}}
+    download(reload(change), "mosi")
+    assert sorted(p.name for p in paths.raw_dir("mosi").iterdir()) == (
+        ["source.json", "synthetic.h5"] if "synthetic" in change else ["source.json"])
