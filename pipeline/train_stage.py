@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import shutil
 
 from pipeline import effective, paths, resume
@@ -105,20 +104,16 @@ def check_inputs(cfg: Config, dataset: str, variant: str) -> None:
                                text_attrs)
 
 
-_SEED = re.compile(r"^seed(\d+)$")
-
-
 def leave_only_seeds(dataset: str, variant: str, seeds) -> list[str]:
     """Remove the seed folders (run outputs and curves) of seeds not asked for: a direct run of
     the stage after `seeds` shrank would otherwise leave them for predict and the report to read
     (under dvc repro, DVC deletes the outputs first)."""
-    stray = []
+    stray, wanted = [], {paths.seed_dir(dataset, variant, s).name for s in seeds}
     for parent in (paths.run_dir(dataset, variant), paths.curves_dir(dataset, variant, 0).parent):
         if not parent.is_dir():
             continue
         for d in sorted(parent.iterdir()):
-            m = _SEED.match(d.name)
-            if m and int(m.group(1)) not in seeds:
+            if d.name.startswith("seed") and d.name not in wanted:  # predict reads seed*/
                 _remove(d)
                 stray.append(str(d))
     if stray:

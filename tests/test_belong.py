@@ -214,14 +214,15 @@ def test_train_leaves_only_the_seeds_asked_for(tiny_project, caplog):
     tiny_project({**FAST, "seeds": [0, 1]})
     train_stage.train_variant(load_config("params.yaml"), "mosi", "late_fusion")
     assert (paths.seed_dir("mosi", "late_fusion", 1) / "model.pt").exists()
+    run, curves = paths.run_dir("mosi", "late_fusion"), paths.curves_dir("mosi", "late_fusion", 0).parent
+    shutil.copytree(run / "seed0", run / "seed0-copy")  # predict reads every seed*/model.pt
     cfg = reload({**FAST, "seeds": [0]})
     with caplog.at_level(logging.WARNING):
         train_stage.train_variant(cfg, "mosi", "late_fusion")
-    run, curves = paths.run_dir("mosi", "late_fusion"), paths.curves_dir("mosi", "late_fusion", 0).parent
     assert sorted(p.name for p in run.iterdir()) == ["seed0"]
     assert sorted(p.name for p in curves.iterdir()) == ["seed0"]
-    assert (f"mosi/late_fusion: removed the folders of seeds not in `seeds` [0]: {run / 'seed1'}, "
-            f"{curves / 'seed1'}") in caplog.text
+    assert (f"mosi/late_fusion: removed the folders of seeds not in `seeds` [0]: "
+            f"{run / 'seed0-copy'}, {run / 'seed1'}, {curves / 'seed1'}") in caplog.text
 
 
 def test_a_not_applicable_seed_keeps_no_model_of_an_earlier_run(tiny_project):
