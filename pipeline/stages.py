@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.config import Config, as_dict
-from pipeline.data import checks, synthetic
+from pipeline.data import belong, checks, synthetic
 from pipeline.data.download import sha256_file
 from pipeline.data.schema import SPLITS, pad_utterances
 from pipeline.data.store import (atomic_path, content_digest, open_store, read_attrs, read_strings,
@@ -46,6 +46,12 @@ def download(cfg: Config, dataset: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     marker = out / SOURCE_FILE
     marker.unlink(missing_ok=True)
+    # what an earlier download under other settings left (a direct run; DVC deletes the folder
+    # first): the report would read its oracle beside runs on other data
+    for name in ("synthetic.h5", synthetic.ORACLE_FILE):
+        if (out / name).exists():
+            (out / name).unlink()
+            log.info("download %s: removed %s of an earlier download", dataset, out / name)
     info = {"dataset": dataset, "source": dcfg.source, "synthetic": dcfg.source == "synthetic"}
     if dcfg.source == "synthetic":
         generated = synthetic.generate_with_latent(dataset, cfg.synthetic, dcfg.synthetic_scale)
@@ -55,6 +61,7 @@ def download(cfg: Config, dataset: str) -> Path:
                                             "params": json.dumps(as_dict(cfg.synthetic))})
         info["files"] = {target.name: sha256_file(target)}
         info["params"] = as_dict(cfg.synthetic)
+        info["synthetic_scale"] = dcfg.synthetic_scale  # align checks both against params.yaml
         if cfg.synthetic.kind == "complementary":  # the best achievable scores, for the report
             oracle = synthetic.oracle_scores(dataset, cfg.synthetic, dcfg.synthetic_scale,
                                              generated=generated)
@@ -110,12 +117,14 @@ def user_path(dataset: str, dcfg, folder: bool = False) -> Path:
     return path
 
 
-def _verify_inputs(info: dict) -> None:
-    """The user's files are still the ones `download` hashed (it records them in source.json)."""
-    if info["source"] == "synthetic" or info["source"] == "cmu" and "local" not in info:
-        return  # files inside data/raw: DVC's own output
+def _verify_inputs(info: dict, raw: Path) -> None:
+    """The files `download` hashed (it records them in source.json) are still those: the user's,
+    and the generated synthetic.h5 (small; a direct run can meet one copied from elsewhere). The
+    CMU server's files inside data/raw are DVC's own output, and gigabytes."""
+    if info["source"] == "cmu" and "local" not in info:
+        return
     for name, digest in info.get("files", {}).items():
-        p = Path(name)
+        p = raw / name if info["source"] == "synthetic" else Path(name)
         if not p.is_file():
             raise DataError(f"{p}: input recorded by the download stage is gone; run `dvc repro`")
         if sha256_file(p) != digest:
@@ -137,7 +146,8 @@ def align(cfg: Config, dataset: str) -> Path:
     if info["source"] != dcfg.source:
         raise DataError(f"{raw}: holds the {info['source']!r} source but data.{dataset}.source is "
                         f"{dcfg.source!r}; re-run the download stage")
-    _verify_inputs(info)
+    belong.raw_folder(cfg, dataset, info, marker)  # this dataset's, under today's settings
+    _verify_inputs(info, raw)
     task = "classification" if dataset == "iemocap" else "regression"
     max_len = as_dict(dcfg.max_len)
     declared = {m: d for m, d in as_dict(dcfg.dims).items() if d is not None}
@@ -184,7 +194,8 @@ def align(cfg: Config, dataset: str) -> Path:
         "dataset": dataset, "source": dcfg.source, "synthetic": dcfg.source == "synthetic",
         "task": task, "features": features, "dims": dims, "alignment": alignment,
         "lengths": lengths, "cut": cuts, "ingest": ingest, "inputs_sha256": info.get("files", {}),
-        "params": as_dict(dcfg) | ({"synthetic": as_dict(cfg.synthetic)} if info["synthetic"] else {}),
+        "params": belong.aligned_params(cfg, dataset),  # embed and train compare with params.yaml
+        "max_empty_fraction": cfg.data.max_empty_fraction,
     }
     if alignment == "word" and dcfg.source in ("synthetic", "cmu"):
         attrs["seq_len"] = cfg.data.seq_len
@@ -204,6 +215,7 @@ def pickle_splits(dataset: str, dcfg, path: Path, max_len: dict, declared: dict)
         padded = pickles.load_mmsa(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle, declared)
     else:
         padded = pickles.load_mult(path, dataset, dcfg.sha256, dcfg.allow_unverified_pickle, declared)
+    belong.check_split_sizes(path, dataset, {s: len(p) for s, p in padded.items()})
     aligned = pickles.is_aligned(padded)
     limits = {v for v in max_len.values() if v is not None}
     if aligned and limits:
@@ -247,7 +259,9 @@ def embed(cfg: Config, dataset: str) -> Path:
     MMSA's aligned files, whose audio and vision rows sit at BERT token positions: re-encoding
     the words would give the text another length than audio and vision, so the file's own
     token-level BERT features are the frozen text input (docs/data.md, "Your real data")."""
-    return embed_store(cfg, paths.aligned_store(dataset), paths.text_features(dataset))
+    store = paths.aligned_store(dataset)
+    belong.check_aligned(cfg, dataset, store, read_attrs(store))
+    return embed_store(cfg, store, paths.text_features(dataset))
 
 
 def embed_store(cfg: Config, store: Path, out: Path) -> Path:
@@ -262,6 +276,8 @@ def embed_store(cfg: Config, store: Path, out: Path) -> Path:
         f.attrs["dataset"] = dataset
         f.attrs["synthetic"] = bool(attrs.get("synthetic"))
         f.attrs["store_sha256"] = sha256_file(store)
+        # train checks that the aligned store it reads is this one (verify_store checks the digest)
+        f.attrs["store_content_sha256"] = attrs.get("content_sha256", "")
         enc = None
         if have_words and (not own or cfg.text.finetune):
             from pipeline.features.text import (encode_words, load_text_encoder, tokenize_for_finetuning,
@@ -281,6 +297,7 @@ def embed_store(cfg: Config, store: Path, out: Path) -> Path:
             why = ("the source has no raw text" if not have_words else "its audio and vision are at "
                    f"BERT token positions, so text.encoder={cfg.text.encoder} is not used for the frozen text input")
             log.warning("embed %s: using the source's own text features (%s)", dataset, why)
+            frozen, seq_len = None, None
         else:
             n_cut = 0
             for s in SPLITS:
@@ -297,6 +314,44 @@ def embed_store(cfg: Config, store: Path, out: Path) -> Path:
             f.attrs["cut"] = n_cut
             log.log(logging.WARNING if n_cut else logging.INFO,
                     "embed %s: %d utterance(s) longer than data.seq_len = %d words were cut", dataset, n_cut, L)
+            frozen, seq_len = cfg.text.encoder, L
+        # what the text was made with: train compares it with the run's text settings
+        tokens = enc is not None
+        f.attrs["text_settings"] = json.dumps({
+            "encoder": frozen, "seq_len": seq_len, "raw_text": have_words,
+            "tokenizer": cfg.text.encoder if tokens else None,
+            "max_tokens": cfg.text.max_tokens if tokens else None})
+        # emptiness on what the model reads (align counted the source's lengths, not these)
+        f.attrs["max_empty_fraction"] = cfg.data.max_empty_fraction
+        f.attrs["empty"] = json.dumps(_check_text_read(
+            f, f"{out} (text of {store})", cfg.data.max_empty_fraction,
+            f"{store}'s 'raw_text' is empty there: check the source file's raw text", own))
         f.attrs["content_sha256"] = content_digest(f)
     log.info("embed %s: %s -> %s", dataset, cfg.text.encoder, out)
     return out
+
+
+MASK_KEY = "text_bert[:, 1] (attention mask)"
+SPECIAL_TOKENS = 2  # [CLS] and [SEP]: an utterance with no more than these has no words
+
+
+def _check_text_read(f, source: str, max_fraction: float, hint: str,
+                    token_ids_apart: bool) -> dict[str, dict[str, int]]:
+    """data.max_empty_fraction on the text the model reads, in an embedded file `f` (open h5py):
+    the frozen vectors' lengths and, when they do not come from the same words
+    (`token_ids_apart`: the source's own vectors), the token ids a fine-tuned encoder reads.
+    Returns the empty counts per split and key."""
+    counts = {}
+    for s in SPLITS:
+        g, counts[s] = f[s], {}
+        n = len(g["text_len"])
+        empty = {"text_len": int(np.count_nonzero(g["text_len"][:] == 0))}
+        if token_ids_apart and "text_bert" in g:
+            mask = g["text_bert"][:, 1, :].sum(axis=1)
+            empty[MASK_KEY] = int(np.count_nonzero(mask <= SPECIAL_TOKENS))
+        for key, k in empty.items():
+            own_lengths = token_ids_apart and key == "text_len"  # the source's, not the words'
+            checks.check_empty_count(source, s, "text", key, k, n, max_fraction,
+                                     "check the file's lengths" if own_lengths else hint)
+            counts[s][key] = k
+    return counts

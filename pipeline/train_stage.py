@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 from pipeline import paths, resume
 from pipeline.config import Config
+from pipeline.data import belong
 from pipeline.data.store import read_attrs, verify_inputs, write_atomic
 from pipeline.settings import resolve
 from pipeline.profiles import variant_config
@@ -42,13 +44,15 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
         from pipeline import train  # the loop (torch): otherwise only when a seed is trained here
         train.resolve_device("cuda")  # fail before any work if the GPU is not there
     paths.run_dir(dataset, variant).mkdir(parents=True, exist_ok=True)
-    verify_inputs(paths.aligned_store(dataset), paths.text_features(dataset))  # checksums
+    check_inputs(cfg, dataset, variant)
     vcfg, notes, reason = run_config(cfg, dataset, variant)
+    leave_only_seeds(dataset, variant, vcfg.seeds)
     if reason:  # every seed says so, and the tables print n/a
         results = []
         paths.curves_dir(dataset, variant, 0).parent.mkdir(parents=True, exist_ok=True)  # no curves
         for s in vcfg.seeds:
             d = paths.seed_dir(dataset, variant, s)
+            _clear_seed(dataset, variant, s)  # no model.pt of an earlier, applicable run
             d.mkdir(parents=True, exist_ok=True)
             r = {"dataset": dataset, "variant": variant, "seed": s, "status": "not applicable",
                  "reason": reason}
@@ -68,6 +72,8 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
         from pipeline import train
         train.resolve_device(vcfg.train.device)
         workers = cfg.train.workers or default_workers(vcfg, dataset, variant, len(todo))
+        for s in todo:  # a direct run (DVC deletes them first): no file of an earlier run stays
+            _clear_seed(dataset, variant, s)
         if min(workers, len(todo)) <= 1:
             for s in todo:
                 results[s] = train.train_seed(vcfg, dataset, variant, s,
@@ -78,6 +84,48 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
     resume.clean(dataset, variant,  # every seed is in the outputs now
                  resume.fingerprint(resume.run_record(vcfg, dataset, variant)))
     return [results[s] for s in vcfg.seeds]
+
+
+def check_inputs(cfg: Config, dataset: str, variant: str) -> None:
+    """The two files training reads are intact (checksums), this dataset's, made from each other
+    and under the settings of params.yaml and of this variant (pipeline/data/belong.py)."""
+    store, text = paths.aligned_store(dataset), paths.text_features(dataset)
+    verify_inputs(store, text)
+    attrs, text_attrs = read_attrs(store), read_attrs(text)
+    belong.check_aligned(cfg, dataset, store, attrs)
+    belong.check_embedded(cfg, dataset, store, text, attrs, text_attrs)
+    belong.check_text_settings(variant_config(cfg, variant, dataset), dataset, variant, text,
+                               text_attrs)
+
+
+def leave_only_seeds(dataset: str, variant: str, seeds) -> list[str]:
+    """Remove the seed folders (run outputs and curves) of seeds not asked for: a direct run of
+    the stage after `seeds` shrank would otherwise leave them for predict and the report to read
+    (under dvc repro, DVC deletes the outputs first)."""
+    stray, wanted = [], {paths.seed_dir(dataset, variant, s).name for s in seeds}
+    for parent in (paths.run_dir(dataset, variant), paths.curves_dir(dataset, variant, 0).parent):
+        if not parent.is_dir():
+            continue
+        for d in sorted(parent.iterdir()):
+            if d.name.startswith("seed") and d.name not in wanted:  # predict reads seed*/
+                _remove(d)
+                stray.append(str(d))
+    if stray:
+        log.warning("%s/%s: removed the folders of seeds not in `seeds` %s: %s", dataset, variant,
+                    list(seeds), ", ".join(stray))
+    return stray
+
+
+def _clear_seed(dataset: str, variant: str, seed: int) -> None:
+    _remove(paths.seed_dir(dataset, variant, seed))
+    _remove(paths.curves_dir(dataset, variant, seed))
+
+
+def _remove(path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def default_workers(cfg: Config, dataset: str | None = None, variant: str | None = None,

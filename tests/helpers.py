@@ -444,3 +444,14 @@ def die_after_epoch(monkeypatch, epoch, seed=None):
 
     monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
     return real
+
+
+def project(tmp_path, monkeypatch, contents, name="unaligned_50.pkl", source="mmsa", ds="mosi", **dcfg):
+    """A project in `tmp_path` (the cwd) whose `ds` is the pickle `contents` at data/user/<ds>/."""
+    from pipeline.settings import load_config
+    monkeypatch.chdir(tmp_path)
+    pkl = user_file(ds, name, contents)
+    extra = dcfg.pop("data", {})
+    write_params(tmp_path / "params.yaml", {"datasets": [ds], "data": {**extra, ds: {
+        "source": source, "path": str(pkl), "allow_unverified_pickle": True, **dcfg}}})
+    return load_config("params.yaml"), pkl

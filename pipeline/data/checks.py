@@ -113,21 +113,28 @@ def _utterance_digests(p: PaddedSplit) -> list[bytes]:
 
 
 def _check_empty(source: str, split: str, p: PaddedSplit, max_fraction: float) -> dict[str, int]:
-    n, counts = len(p), {}
+    counts = {}
     for m, key in modality_keys(p).items():
-        empty = int(np.count_nonzero(np.asarray(getattr(p, f"{m}_len")) == 0))
-        counts[m] = empty
-        if not empty:
-            continue
-        what = (f"{source}: split '{split}': '{key}' is 0 for {empty} of {n} utterances "
-                f"({empty / n:.1%}): the {m} modality is empty there")
-        if empty == n:
-            raise DataError(f"{what}, i.e. the whole split has no {m}")
-        if empty > max_fraction * n:
-            raise DataError(f"{what}, more than data.max_empty_fraction = {max_fraction:g}; "
-                            "check the file's lengths (or raise the fraction if this is expected)")
-        log.warning("%s; models see zeros for %s there", what, m)
+        counts[m] = int(np.count_nonzero(np.asarray(getattr(p, f"{m}_len")) == 0))
+        check_empty_count(source, split, m, key, counts[m], len(p), max_fraction)
     return counts
+
+
+def check_empty_count(source: str, split: str, modality: str, key: str, empty: int, n: int,
+                      max_fraction: float, hint: str = "check the file's lengths") -> None:
+    """The rule of data.max_empty_fraction for `empty` of `n` utterances of one split whose
+    `modality` is empty (`key` says what showed it): an error over the fraction, else a warning.
+    Shared by align (the source's lengths) and embed (the text the model reads)."""
+    if not empty:
+        return
+    what = (f"{source}: split '{split}': '{key}' is 0 for {empty} of {n} utterances "
+            f"({empty / n:.1%}): the {modality} modality is empty there")
+    if empty == n:
+        raise DataError(f"{what}, i.e. the whole split has no {modality}")
+    if empty > max_fraction * n:
+        raise DataError(f"{what}, more than data.max_empty_fraction = {max_fraction:g}; "
+                        f"{hint} (or raise the fraction if this is expected)")
+    log.warning("%s; models see zeros for %s there", what, modality)
 
 
 def _check_scorable(source: str, split: str, p: PaddedSplit, task: str) -> None:

@@ -9,11 +9,14 @@ Layout (DESIGN.md, "HDF5 store"):
   Each modality has its own number of steps L_m (unaligned files: e.g. 50 / 375 / 500).
   file attrs: dataset, source, synthetic, task, features (names, e.g. "MMSA aligned_50.pkl audio
   5-d"), dims, lengths (L_m), alignment (word | token | none), cut (utterances cut per split and
-  modality), ingest (check counts), seq_len (word-level sources), input sha256s, params, and
-  content_sha256: a digest of every array, which `verify_store` recomputes before training.
+  modality), ingest (check counts), seq_len (word-level sources), input sha256s, params and
+  max_empty_fraction (the settings it was made under), and content_sha256: a digest of every
+  array, which `verify_store` recomputes before training.
 
 Text features computed by the `embed` stage live in a second file of the same layout (text,
-text_len, text_bert) so that a DVC output is never rewritten by a later stage.
+text_len, text_bert) so that a DVC output is never rewritten by a later stage. Its attributes
+record the aligned store it was made from (store_content_sha256) and how (text_settings: encoder,
+seq_len, tokenizer, max_tokens, raw_text), which training compares (pipeline/data/belong.py).
 """
 from __future__ import annotations
 

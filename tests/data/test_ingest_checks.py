@@ -12,18 +12,9 @@ from pipeline.settings import load_config
 from pipeline.data.store import open_store, read_attrs, verify_inputs
 from pipeline.errors import ConfigError, DataError
 from pipeline.stages import align, download, embed
-from tests.helpers import mmsa_data, mult_data, user_file, write_params
+from tests.helpers import mmsa_data, mult_data, project, user_file, write_params
 
 FILE = "data/user/mosi/unaligned_50.pkl"
-
-
-def project(tmp_path, monkeypatch, contents, name="unaligned_50.pkl", source="mmsa", ds="mosi", **dcfg):
-    monkeypatch.chdir(tmp_path)
-    pkl = user_file(ds, name, contents)
-    extra = dcfg.pop("data", {})
-    write_params(tmp_path / "params.yaml", {"datasets": [ds], "data": {**extra, ds: {
-        "source": source, "path": str(pkl), "allow_unverified_pickle": True, **dcfg}}})
-    return load_config("params.yaml"), pkl
 
 
 def refused(cfg, ds, *patterns):

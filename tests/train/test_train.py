@@ -11,6 +11,7 @@ from pipeline import paths, train
 from pipeline import train_stage
 from pipeline.data.store import content_digest
 from pipeline.errors import ConfigError
+from pipeline.stages import embed
 
 
 def metrics_bytes(ds="mosi", variant="late_fusion", seed=0):
@@ -86,6 +87,7 @@ def test_test_labels_do_not_change_predictions(tiny_project, variant):
         lab = f["test/label"]
         lab[...] = np.random.default_rng(0).permutation(lab[:])
         f.attrs["content_sha256"] = content_digest(f)  # a deliberate edit: training checks the sum
+    embed(cfg, "mosi")  # and that the text was embedded from this store (labels do not enter it)
     train_stage.train_variant(cfg, "mosi", variant)
     assert pred_col() == before
 
