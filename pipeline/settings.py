@@ -52,12 +52,13 @@ def load_config(path: Path | str = PARAMS_FILE) -> Config:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def resolve(cfg: Config, dataset: str, variant: str, task: str) -> tuple[Config, tuple[str, ...], str | None]:
+def resolve(cfg: Config, dataset: str, variant: str, task: str, own: Config | None = None
+            ) -> tuple[Config, tuple[str, ...], str | None]:
     """One (dataset, variant) run: its config (guarded: only the keys of its data/configs file can
     be read; the scheduling keys set to one value, so no output depends on them), the notes its
     runs carry, and the reason the variant does not apply to `task` (None when it does; whether
     its model can read the data is the model's to say: train_stage.run_config)."""
-    vcfg = variant_config(cfg, variant, dataset)
+    vcfg = own or variant_config(cfg, variant, dataset)  # `own`: the caller's, already made
     reason = not_applicable(variant, task)
     vcfg, note = text_rule(vcfg, dataset)
     vcfg = effective.guarded(vcfg, effective.read_by(vcfg))  # reading anything else stops the run

@@ -26,11 +26,13 @@ from pipeline.profiles import variant_config
 log = logging.getLogger(__name__)
 
 
-def run_config(cfg: Config, dataset: str, variant: str) -> tuple[Config, tuple[str, ...], str | None]:
+def run_config(cfg: Config, dataset: str, variant: str, own: Config | None = None
+               ) -> tuple[Config, tuple[str, ...], str | None]:
     """What one (dataset, variant) trains (pipeline/settings.py `resolve`, for the dataset's
-    task), and the reason it cannot: the variant's, or its model's where the text rule left it
-    no raw text to tokenise."""
-    vcfg, notes, reason = resolve(cfg, dataset, variant, read_attrs(paths.aligned_store(dataset))["task"])
+    task; `own`: the variant's config where the caller has it), and the reason it cannot: the
+    variant's, or its model's where the text rule left it no raw text to tokenise."""
+    vcfg, notes, reason = resolve(cfg, dataset, variant,
+                                  read_attrs(paths.aligned_store(dataset))["task"], own)
     if notes:
         from pipeline.models.baselines import NEEDS
         if "bert" in NEEDS.get(vcfg.model, ()):
@@ -40,12 +42,13 @@ def run_config(cfg: Config, dataset: str, variant: str) -> tuple[Config, tuple[s
 
 
 def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
-    if variant_config(cfg, variant, dataset).train.device == "cuda":
+    own = variant_config(cfg, variant, dataset)  # once: the checks and the resolution share it
+    if own.train.device == "cuda":
         from pipeline import train  # the loop (torch): otherwise only when a seed is trained here
         train.resolve_device("cuda")  # fail before any work if the GPU is not there
     paths.run_dir(dataset, variant).mkdir(parents=True, exist_ok=True)
-    check_inputs(cfg, dataset, variant)
-    vcfg, notes, reason = run_config(cfg, dataset, variant)
+    check_inputs(cfg, dataset, variant, own)
+    vcfg, notes, reason = run_config(cfg, dataset, variant, own)
     leave_only_seeds(dataset, variant, vcfg.seeds)
     if reason:  # every seed says so, and the tables print n/a
         results = []
@@ -86,7 +89,7 @@ def train_variant(cfg: Config, dataset: str, variant: str) -> list[dict]:
     return [results[s] for s in vcfg.seeds]
 
 
-def check_inputs(cfg: Config, dataset: str, variant: str) -> None:
+def check_inputs(cfg: Config, dataset: str, variant: str, own: Config | None = None) -> None:
     """The two files training reads are intact (checksums), this dataset's, made from each other
     and under the settings of params.yaml and of this variant (pipeline/data/belong.py)."""
     store, text = paths.aligned_store(dataset), paths.text_features(dataset)
@@ -94,8 +97,8 @@ def check_inputs(cfg: Config, dataset: str, variant: str) -> None:
     attrs, text_attrs = read_attrs(store), read_attrs(text)
     belong.check_aligned(cfg, dataset, store, attrs)
     belong.check_embedded(cfg, dataset, store, text, attrs, text_attrs)
-    belong.check_text_settings(variant_config(cfg, variant, dataset), dataset, variant, text,
-                               text_attrs)
+    own = own or variant_config(cfg, variant, dataset)
+    belong.check_text_settings(own, dataset, variant, text, text_attrs)
 
 
 def leave_only_seeds(dataset: str, variant: str, seeds) -> list[str]:
